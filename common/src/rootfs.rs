@@ -1,0 +1,184 @@
+//! The default root filesystem: Debian's static busybox and its applet links, built once
+//! into `<cache>/rootfs/busybox-<hash>` and reused by both modes. Built in a temporary
+//! directory beside it and renamed into place, so a killed build never leaves a half tree.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian's busybox-static package puts the binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The default rootfs could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// No static busybox on the host.
+    #[error("No static busybox at {path}: install it with `apt-get install busybox-static` (see README setup), or pass --rootfs DIR")]
+    NoBusybox {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// busybox is there but is dynamically linked, so it cannot run in an empty rootfs.
+    #[error(
+        "{path} is not statically linked; install Debian's busybox-static, or pass --rootfs DIR"
+    )]
+    NotStatic {
+        /// The binary.
+        path: PathBuf,
+    },
+    /// A file operation failed while building.
+    #[error("Cannot build the default rootfs at {path}")]
+    Io {
+        /// The path being written.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// FNV-1a, 64 bit: enough to key a cache entry by the busybox binary's content.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Returns the default rootfs directory, building it on first use.
+pub fn default_rootfs() -> Result<PathBuf, RootfsError> {
+    ensure_rootfs(
+        Path::new(BUSYBOX),
+        &crate::paths::cache_dir().join("rootfs"),
+    )
+}
+
+/// Builds (or finds) a busybox rootfs for `busybox` under `cache`.
+pub fn ensure_rootfs(busybox: &Path, cache: &Path) -> Result<PathBuf, RootfsError> {
+    let bin = fs::read(busybox).map_err(|_| RootfsError::NoBusybox {
+        path: busybox.to_path_buf(),
+    })?;
+    // A dynamic ELF has a PT_INTERP segment naming ld.so; checking for the string is enough.
+    if bin.windows(b"ld-linux".len()).any(|w| w == b"ld-linux") {
+        return Err(RootfsError::NotStatic {
+            path: busybox.to_path_buf(),
+        });
+    }
+    let dir = cache.join(format!("busybox-{:016x}", fnv1a(&bin)));
+    if dir.join(".complete").exists() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(cache).map_err(io_err(cache))?;
+    let tmp = cache.join(format!(".build-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let built = build(busybox, &bin, &tmp);
+    if let Err(e) = built {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    match fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(dir),
+        // Another isol built it at the same time: keep theirs.
+        Err(_) if dir.join(".complete").exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(RootfsError::Io {
+                path: dir,
+                source: e,
+            })
+        }
+    }
+}
+
+const DIRS: &[&str] = &[
+    "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home",
+    "var/tmp", "run", "mnt",
+];
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    ),
+    ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
+    (
+        "etc/os-release",
+        "NAME=\"isol busybox rootfs\"\nID=isol-busybox\n",
+    ),
+];
+
+fn build(busybox: &Path, bin: &[u8], root: &Path) -> Result<(), RootfsError> {
+    for d in DIRS {
+        let p = root.join(d);
+        fs::create_dir_all(&p).map_err(io_err(&p))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["tmp", "var/tmp"] {
+        let p = root.join(d);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o1777)).map_err(io_err(&p))?;
+    }
+    let target = root.join("bin/busybox");
+    fs::write(&target, bin).map_err(io_err(&target))?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).map_err(io_err(&target))?;
+    for (name, content) in FILES {
+        let p = root.join(name);
+        fs::write(&p, content).map_err(io_err(&p))?;
+    }
+    let out = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(io_err(busybox))?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "bin/busybox" || applet.contains("..") {
+            continue;
+        }
+        let link = root.join(applet);
+        if link.exists() {
+            continue;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", &link).map_err(io_err(&link))?;
+    }
+    let marker = root.join(".complete");
+    fs::write(&marker, b"").map_err(io_err(&marker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_ensure_rootfs_missing_busybox_says_what_to_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = ensure_rootfs(&tmp.path().join("nope"), tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("busybox-static"), "{e}");
+    }
+
+    #[test]
+    fn test_ensure_rootfs_dynamic_binary_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fake = tmp.path().join("bb");
+        fs::write(&fake, b"\x7fELF.../lib64/ld-linux-x86-64.so.2...").unwrap();
+        assert!(matches!(
+            ensure_rootfs(&fake, tmp.path()),
+            Err(RootfsError::NotStatic { .. })
+        ));
+    }
+
+    #[test]
+    fn test_fnv1a_known_value() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,2 @@
+//! isol-guest-init: PID 1 inside the microVM.
+fn main() {}

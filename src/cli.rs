@@ -1,0 +1,229 @@
+//! Command-line arguments (clap derive). Nothing here but argument shapes and their
+//! conversion to [`Overrides`]: the spec is validated in isol-common.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use isol_common::Overrides;
+
+/// Run one workload in a KVM microVM or in a Linux container, with the same behaviour.
+#[derive(Debug, Parser)]
+#[command(name = "isol", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workload and exit with its exit code.
+    Run(RunArgs),
+    /// Run a workload in both modes several times and print the measured comparison.
+    Compare(CompareArgs),
+    /// Show the guest kernel in use, where it came from and how to build it.
+    Kernel(KernelArgs),
+    /// Boot a raw kernel image in isol's VMM (no workload, no init): for tests and benchmarks.
+    Boot(BootArgs),
+    /// Remove what killed isol runs left behind (cgroups, mounts, temp dirs).
+    Gc,
+}
+
+/// Options shared by `run` and `compare`: the CLI contract both modes obey.
+#[derive(Debug, Args, Clone)]
+pub struct WorkloadArgs {
+    /// Workload spec file (TOML). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Root filesystem directory (default: isol's busybox rootfs).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<String>,
+    /// Environment variable for the workload (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the workload.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Hostname inside the workload.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Numeric user (and group) to run as.
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Memory limit (64M, 1G, bytes); over it the workload is killed (exit 137).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPUs the workload sees and may use (e.g. 1, 2, 0.5).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
+    /// Make / read-only (/tmp stays writable).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a host directory inside (repeatable).
+    #[arg(long, short = 'v', value_name = "HOST:PATH[:ro]")]
+    pub volume: Vec<String>,
+    /// Kill the workload after SECS seconds (exit 124).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<String>,
+    /// Guest kernel for VM mode (default: $ISOL_KERNEL, then the one `isol kernel` shows).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Show the guest kernel console (VM mode) and backend details on stderr.
+    #[arg(long)]
+    pub verbose: bool,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+/// `isol run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Isolation model: container (default) or vm.
+    #[arg(long, value_name = "container|vm")]
+    pub mode: Option<String>,
+    /// The workload.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+/// `isol compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Runs per mode.
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The workload.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+/// `isol kernel`.
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// Kernel to describe instead of the default.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+}
+
+/// `isol boot`: the bare VMM.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Kernel image: ELF with a PVH note, or bzImage.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Guest memory.
+    #[arg(long, default_value = "128M", value_name = "SIZE")]
+    pub memory: String,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u8,
+    /// Stop the VM after SECS seconds (exit 124).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Boot even on a PVM host (for PVM guest kernels and tiny test guests).
+    #[arg(long)]
+    pub allow_pvm: bool,
+}
+
+impl WorkloadArgs {
+    /// The overrides these flags make to the spec file.
+    pub fn overrides(&self, mode: Option<String>) -> Overrides {
+        Overrides {
+            mode,
+            args: self.cmd.clone(),
+            env: self.env.clone(),
+            cwd: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            rootfs: self.rootfs.clone(),
+            read_only: self.read_only,
+            volumes: self.volume.clone(),
+            cpus: self.cpus.clone(),
+            memory: self.memory.clone(),
+            pids: self.pids.clone(),
+            timeout: self.timeout.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Cli {
+        Cli::try_parse_from(argv).expect("argv should parse")
+    }
+
+    #[test]
+    fn test_run_parses_contract_flags_and_trailing_cmd() {
+        let cli = parse(&[
+            "isol",
+            "run",
+            "--mode",
+            "vm",
+            "--memory",
+            "64M",
+            "--cpus",
+            "2",
+            "--pids",
+            "10",
+            "-e",
+            "A=1",
+            "--env",
+            "B=",
+            "--read-only",
+            "--volume",
+            "/tmp:/d:ro",
+            "--timeout",
+            "3",
+            "--user",
+            "1:2",
+            "--hostname",
+            "h",
+            "--workdir",
+            "/tmp",
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ]);
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let ov = run.workload.overrides(run.mode.clone());
+        assert_eq!(ov.mode.as_deref(), Some("vm"));
+        assert_eq!(ov.args, vec!["sh", "-c", "exit 7"]);
+        assert_eq!(ov.env, vec!["A=1", "B="]);
+        assert_eq!(ov.memory.as_deref(), Some("64M"));
+        assert!(ov.read_only);
+        assert_eq!(ov.volumes, vec!["/tmp:/d:ro"]);
+    }
+
+    #[test]
+    fn test_run_cmd_hyphen_args_not_taken_as_flags() {
+        let cli = parse(&["isol", "run", "ls", "-la", "--memory", "1G"]);
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.workload.cmd, vec!["ls", "-la", "--memory", "1G"]);
+        assert_eq!(run.workload.memory, None);
+    }
+}

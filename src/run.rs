@@ -1,0 +1,114 @@
+//! `isol run` (and the small subcommands): spec -> backend -> exit code.
+
+use std::error::Error;
+
+use isol_common::{Backend, Mode, Prepared, WorkloadSpec};
+use isol_container::{ContainerBackend, ContainerOptions};
+use isol_vmm::{VmBackend, VmOptions};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+use crate::cli::{BootArgs, KernelArgs, RunArgs, WorkloadArgs};
+
+/// Errors `main` prints with their causes, then exits 125.
+pub type CliResult = Result<i32, Box<dyn Error + Send + Sync + 'static>>;
+
+/// Signals isol forwards to the workload; blocked here, taken by the backend while it waits.
+pub const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Blocks the forwarded signals in this thread; threads spawned later inherit the mask.
+pub fn block_forwarded_signals() -> nix::Result<()> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+}
+
+/// Resolves the spec from the spec file and flags; fills in the default rootfs.
+pub fn resolve_spec(
+    w: &WorkloadArgs,
+    mode: Option<String>,
+) -> Result<WorkloadSpec, Box<dyn Error + Send + Sync>> {
+    let mut spec = WorkloadSpec::resolve(w.spec.as_deref(), &w.overrides(mode))?;
+    if spec.rootfs.is_none() {
+        spec.rootfs = Some(isol_common::rootfs::default_rootfs()?);
+    }
+    Ok(spec)
+}
+
+/// Runs one workload in the given mode and returns isol's exit code.
+pub fn run_spec(spec: &WorkloadSpec, w: &WorkloadArgs) -> CliResult {
+    let exit = match spec.mode {
+        Mode::Container => drive(
+            &ContainerBackend::new(ContainerOptions { verbose: w.verbose }),
+            spec,
+        )?,
+        Mode::Vm => drive(
+            &VmBackend::new(VmOptions {
+                kernel: w.kernel.clone(),
+                verbose: w.verbose,
+            }),
+            spec,
+        )?,
+    };
+    if let Some(msg) = exit.message() {
+        eprintln!("{msg}");
+    }
+    Ok(exit.exit_code())
+}
+
+fn drive<B: Backend>(
+    backend: &B,
+    spec: &WorkloadSpec,
+) -> Result<isol_common::WorkloadExit, B::Error> {
+    backend.prepare(spec)?.run()
+}
+
+/// `isol run`.
+pub fn run(args: &RunArgs) -> CliResult {
+    block_forwarded_signals()?;
+    let spec = resolve_spec(&args.workload, args.mode.clone())?;
+    run_spec(&spec, &args.workload)
+}
+
+/// `isol kernel`.
+pub fn kernel(args: &KernelArgs) -> CliResult {
+    print!("{}", isol_vmm::kernel_report(args.kernel.as_deref())?);
+    Ok(0)
+}
+
+/// `isol boot`.
+pub fn boot(args: &BootArgs) -> CliResult {
+    block_forwarded_signals()?;
+    let memory = isol_common::size::parse_size(&args.memory).ok_or_else(|| {
+        format!(
+            "--memory: {:?} is not a size; use 64M, 1G or bytes",
+            args.memory
+        )
+    })?;
+    let cfg = isol_vmm::BootConfig {
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        cmdline: args.cmdline.clone(),
+        memory,
+        cpus: args.cpus,
+        timeout: args.timeout.map(std::time::Duration::from_secs_f64),
+        allow_pvm: args.allow_pvm,
+    };
+    Ok(isol_vmm::boot(&cfg)?)
+}
+
+/// `isol gc`.
+pub fn gc() -> CliResult {
+    let mut removed = isol_container::gc()?;
+    removed.extend(isol_vmm::gc()?);
+    for r in &removed {
+        println!("removed {r}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,19 @@
+//! isol-vmm: runs a workload in a KVM microVM booted by isol's own VMM.
+//!
+//! Module owners (during the first build-out): `machine`, `kvm`, `memory`, `vcpu`, `boot`,
+//! `devices`, `boot_cmd` are the bare VMM; `channel`, `initramfs`, `backend` run a workload
+//! in it with the guest init; `kernel` finds the guest kernel.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod boot;
+pub mod boot_cmd;
+pub mod channel;
+pub mod devices;
+pub mod initramfs;
+pub mod kernel;
+pub mod machine;
+
+pub use backend::{gc, PreparedVm, VmBackend, VmError, VmOptions};
+pub use boot_cmd::{boot, BootConfig};
+pub use kernel::kernel_report;
