@@ -1,0 +1,146 @@
+//! Shared harness for black-box tests of the `isol` binary.
+//!
+//! `run_isol(mode, args, stdin)` runs `isol run --mode MODE ARGS...` and returns its output.
+//! Container mode runs directly (needs root). VM mode runs directly on a host whose /dev/kvm
+//! is hardware-backed (kvm_intel / kvm_amd), and inside the nested lab (tests/lab/run.sh) on
+//! a PVM host, where ordinary guest kernels cannot boot. Missing prerequisites fail the test
+//! with what is missing; `ISOL_SKIP_PRIVILEGED=1` is the one loud opt-out.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The isolation model a test body runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--mode container`.
+    Container,
+    /// `--mode vm`.
+    Vm,
+}
+
+impl Mode {
+    /// The `--mode` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Container => "container",
+            Mode::Vm => "vm",
+        }
+    }
+}
+
+/// The `isol` binary under test.
+pub fn isol_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_isol"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when privileged tests should be skipped (loudly). CI never sets this.
+pub fn skip_privileged(test: &str) -> bool {
+    if std::env::var_os("ISOL_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
+        eprintln!("!!! ISOL_SKIP_PRIVILEGED=1: SKIPPING privileged test {test} !!!");
+        return true;
+    }
+    false
+}
+
+/// Panics (fails the test) unless we are root.
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
+    assert_eq!(uid.as_deref(), Some("0"), "this test needs root (run the README test command as root)");
+}
+
+/// How /dev/kvm is served on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvmKind {
+    /// kvm_intel or kvm_amd: Linux guests boot directly.
+    Hardware,
+    /// kvm_pvm: Linux guests only boot inside the nested lab.
+    Pvm,
+}
+
+/// Detects the KVM flavour; fails the test when there is no /dev/kvm at all.
+pub fn kvm_kind() -> KvmKind {
+    assert!(
+        Path::new("/dev/kvm").exists(),
+        "/dev/kvm is missing: VM-mode tests need KVM (load kvm_intel or kvm_amd, or run on a PVM host with the lab)"
+    );
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        KvmKind::Pvm
+    } else {
+        KvmKind::Hardware
+    }
+}
+
+/// True when this process already runs inside the nested lab (the lab sets ISOL_IN_LAB=1).
+pub fn in_lab() -> bool {
+    std::env::var_os("ISOL_IN_LAB").is_some_and(|v| v == "1")
+}
+
+/// Runs `isol ARGS...` (any subcommand) directly, feeding `stdin`.
+pub fn run_raw(args: &[&str], stdin: &[u8]) -> Output {
+    run_command(Command::new(isol_bin()).args(args), stdin)
+}
+
+/// Runs `isol run --mode MODE ARGS...`, through the lab when VM mode needs it.
+pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
+    require_root();
+    let mut full: Vec<String> = vec!["run".into(), "--mode".into(), mode.as_str().into()];
+    full.extend(args.iter().map(|s| s.to_string()));
+    if mode == Mode::Vm && !in_lab() && kvm_kind() == KvmKind::Pvm {
+        let lab = repo_root().join("tests/lab/run.sh");
+        assert!(lab.exists(), "{} is missing: VM-mode tests on a PVM host need the nested lab", lab.display());
+        let mut cmd = Command::new(lab);
+        cmd.arg("--").arg(isol_bin()).args(&full);
+        return run_command(&mut cmd, stdin);
+    }
+    run_command(Command::new(isol_bin()).args(&full), stdin)
+}
+
+fn run_command(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The workload may exit without reading its stdin: a broken pipe is fine.
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"));
+    let _ = writer.join();
+    out
+}
+
+/// Asserts exit code, printing both streams when it differs.
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}, expected {code}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
