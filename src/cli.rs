@@ -104,6 +104,9 @@ pub struct CompareArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Measure one mode only (used to measure the VM column inside the nested lab).
+    #[arg(long, value_name = "container|vm")]
+    pub only: Option<String>,
     /// The workload.
     #[command(flatten)]
     pub workload: WorkloadArgs,

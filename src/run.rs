@@ -59,7 +59,26 @@ pub fn run_spec(spec: &WorkloadSpec, w: &WorkloadArgs) -> CliResult {
     if let Some(msg) = exit.message() {
         eprintln!("{msg}");
     }
+    write_stats();
     Ok(exit.exit_code())
+}
+
+/// With `$ISOL_STATS_FILE` set (by `isol compare`), records this process's peak RSS and
+/// that of its largest waited-for child, in KiB, as JSON. Best effort: a failure to write
+/// only loses the measurement.
+fn write_stats() {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Some(path) = std::env::var_os("ISOL_STATS_FILE") else {
+        return;
+    };
+    let own = getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| u.max_rss())
+        .unwrap_or(0);
+    let children = getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss())
+        .unwrap_or(0);
+    let json = serde_json::json!({ "self_max_rss_kib": own, "children_max_rss_kib": children });
+    let _ = std::fs::write(path, json.to_string());
 }
 
 fn drive<B: Backend>(
