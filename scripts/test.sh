@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as root: dependencies (cached), format, lints, unit tests, and the
+# privileged black-box tests of both modes (VM mode through the nested lab on PVM hosts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+step() { printf '==> [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
+scripts/deps.sh
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "build isol and the static guest init"
+scripts/build.sh
+step "cargo test --workspace"
+cargo test --workspace -- --test-threads="${ISOL_TEST_THREADS:-2}"
+step "all tests passed"
