@@ -1,0 +1,89 @@
+#!/bin/sh
+# /init of the lab's L1 VM (busybox sh). Loads kvm-amd and the 9p modules, builds the root
+# the command runs in, runs it, and reports through the `io` 9p share:
+#   host root (9p "hostroot", read-only) + a tmpfs upper layer (overlayfs: writes are
+#   discarded), fresh /proc /sys /dev /dev/pts /dev/shm /run, the host directories listed
+#   in /io/mounts ("TAG PATH" lines, 9p read-write shares) at their own paths, and /io
+#   itself at /run/isol-lab.
+# A request is a directory holding cmd.sh (bash, run in the new root) and stdin; the init
+# writes stdout, stderr, then rc (the exit status, renamed into place last).
+# isol_lab=oneshot: one request in /io, then power off. isol_lab=session: requests are
+# /io/req/<id>/ directories that appear with a "go" file; runs them (concurrently) until
+# /io/stop exists.
+export PATH=/bin
+
+log() { echo "lab-init: $*" >/dev/console; }
+fail() { log "$*"; echo "$*" >/io/error 2>/dev/null; poweroff -f; reboot -f; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+for m in $(cat /modules/order); do
+  insmod "/modules/$m.ko" || log "insmod $m failed"
+done
+
+mode=oneshot
+for w in $(cat /proc/cmdline); do
+  case "$w" in isol_lab=*) mode=${w#isol_lab=} ;; esac
+done
+
+ninep="trans=virtio,version=9p2000.L,msize=262144"
+mount -t 9p -o "$ninep,cache=none" io /io || fail "cannot mount the io share"
+mount -t 9p -o "$ninep,cache=loose,ro" hostroot /host || fail "cannot mount the host root"
+
+# The new root: the host's / under a throwaway writable layer.
+mount -t tmpfs -o mode=755 tmpfs /ovl
+mkdir -p /ovl/upper /ovl/work
+if ! mount -t overlay -o lowerdir=/host,upperdir=/ovl/upper,workdir=/ovl/work overlay /newroot; then
+  log "overlayfs over 9p failed; the root is read-only"
+  mount --bind /host /newroot
+fi
+r=/newroot
+mount -t proc proc $r/proc
+mount -t sysfs sysfs $r/sys
+mount -t cgroup2 cgroup2 $r/sys/fs/cgroup 2>/dev/null
+mount -t devtmpfs devtmpfs $r/dev
+mkdir -p $r/dev/pts $r/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts $r/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs $r/dev/shm
+mount -t tmpfs -o mode=755 tmpfs $r/run
+if [ -f /io/mounts ]; then
+  while read -r tag path; do
+    [ -n "$tag" ] || continue
+    mkdir -p "$r$path" 2>/dev/null
+    mount -t 9p -o "$ninep,cache=none" "$tag" "$r$path" || fail "cannot mount share $tag at $path"
+  done </io/mounts
+fi
+mkdir -p $r/run/isol-lab
+mount --bind /io $r/run/isol-lab
+
+# Runs the request in directory $1 (as seen from here; $2: the same inside the new root).
+run_request() {
+  chroot $r /bin/bash "$2/cmd.sh" <"$1/stdin" >"$1/stdout" 2>"$1/stderr"
+  echo $? >"$1/rc.tmp"
+  mv "$1/rc.tmp" "$1/rc"
+}
+
+echo up >/io/ready
+if [ "$mode" = session ]; then
+  mkdir -p /io/req
+  # Poll for requests; `read -t` on a private fifo is a sleep without forking.
+  mkfifo /tick 2>/dev/null || mknod /tick p
+  exec 3<>/tick
+  while [ ! -e /io/stop ]; do
+    for d in /io/req/*; do
+      [ -e "$d/go" ] && [ ! -e "$d/taken" ] || continue
+      : >"$d/taken"
+      id=${d##*/}
+      run_request "$d" "/run/isol-lab/req/$id" &
+    done
+    read -t 0.05 -u 3 _ 2>/dev/null
+  done
+  wait
+else
+  run_request /io /run/isol-lab
+fi
+sync
+poweroff -f
+reboot -f

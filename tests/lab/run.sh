@@ -1,0 +1,158 @@
+#!/bin/bash
+# The nested KVM lab: runs CMD inside a Linux VM (L1) under QEMU's software emulator (TCG)
+# with emulated AMD SVM, where /dev/kvm is a real kvm_amd, even on a host whose own
+# /dev/kvm is PVM.
+#
+#   tests/lab/run.sh [--] CMD [ARG...]
+#
+# CMD runs as root in the host's own files (9p, read-only, with a throwaway writable layer;
+# /tmp and isol's cache dir are shared read-write), in the caller's cwd, with HOME, PATH,
+# LANG/LC_*, TERM, USER, TZ, RUST_BACKTRACE/RUST_LOG and ISOL_* (except ISOL_LAB_*) from
+# the caller, plus ISOL_IN_LAB=1. Its stdout and stderr come out separately and byte-exact
+# (after it ends), this script's stdin is its stdin (read to EOF first, empty when a tty),
+# and this script exits with its exit status. 125: the lab itself failed (L1 console tail
+# on stderr).
+#
+# Environment:
+#   ISOL_LAB_TIMEOUT=900     seconds before QEMU is killed (exit 125)
+#   ISOL_LAB_MEM=4096        L1 memory, MiB;   ISOL_LAB_CPUS=2  L1 vCPUs
+#   ISOL_LAB_VERBOSE=1       stream the L1 console and the lab's steps to stderr
+#   ISOL_LAB_RW="/tmp:DIR"   host dirs shared read-write (default: /tmp and isol's cache)
+#   ISOL_LAB_ENV="A B"       extra variables to pass to CMD
+#   ISOL_LAB_APPEND="..."    extra L1 kernel command line (e.g. loglevel=7 to debug)
+#   ISOL_LAB_SESSION=DIR     keep one L1 running in DIR and run commands through it
+#                            (see tests/lab/session.sh); ends itself after
+#                            ISOL_LAB_SESSION_IDLE=300 seconds without a command
+# Setup (apt packages, L1 kernel, initramfs): tests/lab/setup.sh.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+t0=$(date +%s%N)
+refuse() { echo "tests/lab/run.sh: $*" >&2; exit 125; }
+vlog() { [ "${ISOL_LAB_VERBOSE:-0}" = 1 ] && echo "[lab $(( ($(date +%s%N) - t0) / 1000000 ))ms] $*" >&2; return 0; }
+
+[ "${1:-}" = "--" ] && shift
+[ $# -gt 0 ] || refuse "usage: tests/lab/run.sh [--] CMD [ARG...]"
+[ "$(id -u)" = 0 ] || refuse "the lab needs root (9p export of /, as the tests do)"
+
+# --- Inputs -------------------------------------------------------------------------------------
+mapfile -t missing < <(lab_missing_packages)
+[ ${#missing[@]} -eq 0 ] || refuse "missing packages: ${missing[*]}; run tests/lab/setup.sh (as root) first"
+command -v qemu-system-x86_64 >/dev/null || refuse "qemu-system-x86_64 is missing; run tests/lab/setup.sh"
+kdir=$(lab_kernel_dir)
+[ -n "$kdir" ] || refuse "no L1 kernel in $lab_cache; run tests/lab/setup.sh first (fetches it with apt-get download)"
+initramfs=$( { flock 8; lab_ensure_initramfs "$kdir"; } 8>"$lab_cache/.initramfs.lock") \
+  || refuse "cannot build the L1 initramfs in $lab_cache"
+
+# --- The request: cmd.sh + stdin ----------------------------------------------------------------
+# Writes DIR/cmd.sh (runs "$@" in the caller's cwd with the chosen environment) and DIR/stdin.
+write_request() {
+  local dir="$1" name; shift
+  local vars=("ISOL_IN_LAB=1")
+  local extra=" ${ISOL_LAB_ENV:-} "
+  for name in $(compgen -e); do
+    case "$name" in
+      ISOL_LAB_*|ISOL_IN_LAB) ;;
+      HOME|PATH|LANG|LC_*|TERM|USER|LOGNAME|TZ|RUST_BACKTRACE|RUST_LOG|ISOL_*) vars+=("$name=${!name}") ;;
+      *) [[ "$extra" == *" $name "* ]] && vars+=("$name=${!name}") ;;
+    esac
+  done
+  case "$1" in *=*) refuse "CMD '$1' contains '=': give it as ./$1 or a full path" ;; esac
+  {
+    echo "cd $(printf '%q' "$PWD") 2>/dev/null || cd /"
+    printf 'exec env -i'
+    printf ' %q' "${vars[@]}" "$@"
+    echo
+  } >"$dir/cmd.sh"
+  if [ -t 0 ]; then : >"$dir/stdin"; else cat >"$dir/stdin"; fi
+}
+
+# Prints the outputs of a finished request in DIR and exits with its status.
+finish_request() {
+  local dir="$1" rc
+  rc=$(cat "$dir/rc")
+  vlog "CMD exited $rc"
+  cat "$dir/stdout"
+  cat "$dir/stderr" >&2
+  exit "$rc"
+}
+
+# The host directories shared read-write: "TAG PATH" lines for init.sh, -virtfs args.
+rw_dirs() {
+  local IFS=: d
+  for d in ${ISOL_LAB_RW:-/tmp:$(lab_cache_root)}; do
+    [ -n "$d" ] || continue
+    mkdir -p "$d" 2>/dev/null
+    [ -d "$d" ] && readlink -f "$d"
+  done
+}
+
+# QEMU's command line for an L1 whose io share is $1, console log $2, mode $3.
+qemu_args() {
+  local io="$1" console="$2" mode="$3" i=0 d
+  QEMU=(qemu-system-x86_64
+    -accel tcg,thread=multi -cpu max -M pc
+    -smp "${ISOL_LAB_CPUS:-2}" -m "${ISOL_LAB_MEM:-4096}"
+    -nodefaults -no-user-config -display none -monitor none -no-reboot
+    -serial "file:$console"
+    -kernel "$kdir/vmlinuz" -initrd "$initramfs"
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t mitigations=off random.trust_cpu=on isol_lab=$mode ${ISOL_LAB_APPEND:-}"
+    -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
+    -virtfs "local,path=$io,mount_tag=io,security_model=none,multidevs=remap")
+  : >"$io/mounts"
+  while read -r d; do
+    QEMU+=(-virtfs "local,path=$d,mount_tag=rw$i,security_model=none,multidevs=remap")
+    echo "rw$i $d" >>"$io/mounts"
+    i=$((i + 1))
+  done < <(rw_dirs)
+}
+
+# Prints why the L1 failed and the console tail, then exits 125.
+lab_failed() {
+  local why="$1" console="$2" qlog="$3"
+  echo "tests/lab/run.sh: $why" >&2
+  [ -s "$qlog" ] && { echo "--- qemu ---" >&2; tail -n 20 "$qlog" >&2; }
+  echo "--- L1 console (last 30 lines; full log: $lab_cache/last-console.log) ---" >&2
+  tail -n 30 "$console" >&2
+  cp "$console" "$lab_cache/last-console.log" 2>/dev/null
+  exit 125
+}
+
+if [ -n "${ISOL_LAB_SESSION:-}" ]; then
+  source "$lab_dir/session.sh"
+  session_run "$@"
+fi
+
+# --- One-shot: boot an L1 for this command ------------------------------------------------------
+io=$(mktemp -d "${TMPDIR:-/tmp}/isol-lab.XXXXXX") || refuse "cannot create a temp dir"
+qpid=""
+tailpid=""
+cleanup() {
+  [ -n "$qpid" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
+  [ -n "$tailpid" ] && kill "$tailpid" 2>/dev/null
+  rm -rf "$io"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+write_request "$io" "$@"
+console="$io/console.log"
+: >"$console"
+qemu_args "$io" "$console" oneshot
+vlog "starting L1: ${QEMU[*]}"
+if [ "${ISOL_LAB_VERBOSE:-0}" = 1 ]; then
+  tail -n +1 -f "$console" >&2 &
+  tailpid=$!
+fi
+timeout -k 5 "${ISOL_LAB_TIMEOUT:-900}" "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
+qpid=$!
+wait "$qpid"
+qrc=$?
+qpid=""
+vlog "L1 ended (qemu status $qrc)"
+[ -f "$io/rc" ] && finish_request "$io"
+[ "$qrc" = 124 ] && lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT)" "$console" "$io/qemu.log"
+[ -f "$io/error" ] && lab_failed "L1 init failed: $(cat "$io/error")" "$console" "$io/qemu.log"
+lab_failed "L1 ended without running the command (qemu status $qrc)" "$console" "$io/qemu.log"
