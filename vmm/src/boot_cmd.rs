@@ -1,7 +1,22 @@
-//! `isol boot`: a raw kernel image in the bare VMM, serial console on stdout.
+//! `isol boot`: a raw kernel image in the bare VMM, serial console on stdout (raw bytes).
+//!
+//! Exit codes: 0 when the guest resets or triple-faults (how a guest "powers off" here),
+//! 124 on `--timeout`, 128+N when isol gets signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT:
+//! the VM is stopped cleanly first), 125 for a crash or any setup error (PVM refusal included).
+//! The VMM's debug log goes to the console too, or to the file `$ISOL_VMM_LOG` names.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use isol_common::exit::EXIT_TIMEOUT;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::machine::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
 
 /// `isol boot`: a raw kernel in the bare VMM.
 #[derive(Debug, Clone)]
@@ -25,12 +40,118 @@ pub struct BootConfig {
 /// Errors of `isol boot`.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    /// Placeholder until the VMM lands.
-    #[error("The VMM is not built yet")]
-    NotBuilt,
+    /// Setting up or running the machine failed.
+    #[error("Cannot boot the kernel")]
+    Machine(#[source] MachineError),
+    /// The guest crashed (details in the console log).
+    #[error("The guest crashed: {reason}")]
+    Crashed {
+        /// What happened.
+        reason: String,
+    },
+    /// The signal watcher could not be set up.
+    #[error("Cannot watch for signals")]
+    Signals(#[source] std::io::Error),
+    /// `$ISOL_VMM_LOG` could not be opened.
+    #[error("Cannot open the debug log {path}")]
+    Log {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
 /// Boots a raw kernel; serial output goes to stdout. Returns isol's exit code.
-pub fn boot(_cfg: &BootConfig) -> Result<i32, BootError> {
-    Err(BootError::NotBuilt)
+pub fn boot(cfg: &BootConfig) -> Result<i32, BootError> {
+    let start = Instant::now();
+    let mut machine = Machine::new(MachineConfig {
+        kernel: cfg.kernel.clone(),
+        initrd: cfg.initrd.clone(),
+        cmdline: cfg.cmdline.clone(),
+        memory: cfg.memory,
+        vcpus: cfg.cpus,
+        console: Box::new(std::io::stdout()),
+        allow_pvm: cfg.allow_pvm,
+    })
+    .map_err(BootError::Machine)?;
+    if let Some(path) = std::env::var_os("ISOL_VMM_LOG").map(PathBuf::from) {
+        let f = std::fs::File::create(&path).map_err(|source| BootError::Log { path, source })?;
+        machine.set_debug_log(Box::new(f));
+    }
+    let watcher = SignalWatcher::start(machine.control())?;
+    let result = machine.run(cfg.timeout.map(|t| start + t));
+    let signal = watcher.finish();
+    match result.map_err(BootError::Machine)? {
+        MachineExit::Reset | MachineExit::TripleFault => Ok(0),
+        MachineExit::Stopped => Ok(signal.map_or(0, |s| 128 + s as i32)),
+        MachineExit::DeadlineExpired => {
+            eprintln!(
+                "isol: the guest was stopped after the {:.1} s timeout",
+                cfg.timeout.unwrap_or_default().as_secs_f64()
+            );
+            Ok(EXIT_TIMEOUT)
+        }
+        MachineExit::Crashed { reason } => Err(BootError::Crashed { reason }),
+    }
+}
+
+/// Stops the machine when isol gets a forwarded signal (they are blocked in every thread by
+/// the CLI, so a signalfd sees them).
+struct SignalWatcher {
+    done: Arc<EventFd>,
+    thread: std::thread::JoinHandle<Option<Signal>>,
+}
+
+impl SignalWatcher {
+    fn start(control: MachineControl) -> Result<Self, BootError> {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| BootError::Signals(e.into()))?;
+        let done = Arc::new(
+            EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(|e| BootError::Signals(e.into()))?,
+        );
+        let done2 = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("isol-signals".into())
+            .spawn(move || watch(sfd, done2, control))
+            .map_err(BootError::Signals)?;
+        Ok(SignalWatcher { done, thread })
+    }
+
+    fn finish(self) -> Option<Signal> {
+        let _ = self.done.write(1);
+        self.thread.join().ok().flatten()
+    }
+}
+
+fn watch(sfd: SignalFd, done: Arc<EventFd>, control: MachineControl) -> Option<Signal> {
+    loop {
+        let mut fds = [
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(done.as_fd(), PollFlags::POLLIN),
+        ];
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        if fds[1].any().unwrap_or(false) {
+            return None;
+        }
+        if let Ok(Some(info)) = sfd.read_signal() {
+            control.stop();
+            return Signal::try_from(info.ssi_signo as i32).ok();
+        }
+    }
 }

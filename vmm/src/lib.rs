@@ -13,7 +13,16 @@ pub mod devices;
 pub mod initramfs;
 pub mod kernel;
 pub mod machine;
+// The bare VMM's own modules (helper "vmm").
+pub mod control;
+pub mod cpuid;
+pub mod kvm;
+pub mod memory;
+pub mod mptable;
+pub mod pvm;
+pub mod vcpu;
 
 pub use backend::{gc, PreparedVm, VmBackend, VmError, VmOptions};
 pub use boot_cmd::{boot, BootConfig};
 pub use kernel::kernel_report;
+pub use machine::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};

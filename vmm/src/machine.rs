@@ -1,1 +1,330 @@
-//! (being built)
+//! The bare KVM machine: guest memory, in-kernel irqchip and PIT, N vCPUs on their own
+//! threads, a kernel loaded for PVH / 64-bit Linux / real-mode entry, an MP table, and
+//! port-I/O devices (16550 console, i8042 reset, quiet legacy ports, the caller's own).
+//!
+//! [`Machine::new`] does all setup (errors surface before anything runs); [`Machine::run`]
+//! starts the vCPU threads, blocks until the VM ends (reset, triple fault, crash,
+//! [`MachineControl::stop`] or the deadline), joins every thread and frees every fd and
+//! mapping before returning.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_ioctls::{VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::Killable;
+
+use crate::boot::{self, BootError, BootSpec};
+pub use crate::control::{MachineControl, MachineExit};
+use crate::devices::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORTS};
+use crate::devices::legacy::{Cmos, Quiet, CMOS_BASE, QUIET_RANGES};
+use crate::devices::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_IRQ, UART_PORTS};
+use crate::devices::{BusError, DebugLog, PioBus, PioDevice, SharedWriter};
+use crate::kvm::KvmError;
+use crate::memory::{self, MemoryError};
+use crate::mptable::{self, MAX_VCPUS, MPTABLE_START};
+use crate::pvm;
+use crate::vcpu::{self, VcpuContext, VcpuError};
+
+/// What to boot and how big.
+pub struct MachineConfig {
+    /// ELF (PVH), bzImage, or isol raw real-mode image.
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Bytes of guest RAM.
+    pub memory: u64,
+    /// vCPUs (1..=32).
+    pub vcpus: u8,
+    /// Serial 0x3f8 output; also receives the VMM's debug log unless
+    /// [`Machine::set_debug_log`] says otherwise.
+    pub console: Box<dyn Write + Send>,
+    /// Boot even a non-PVM kernel on a PVM host.
+    pub allow_pvm: bool,
+}
+
+impl std::fmt::Debug for MachineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineConfig")
+            .field("kernel", &self.kernel)
+            .field("initrd", &self.initrd)
+            .field("cmdline", &self.cmdline)
+            .field("memory", &self.memory)
+            .field("vcpus", &self.vcpus)
+            .field("allow_pvm", &self.allow_pvm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of machine setup and run.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// vCPU count out of range.
+    #[error("Cannot run {vcpus} vCPUs: use 1 to {MAX_VCPUS}")]
+    BadVcpus {
+        /// Requested.
+        vcpus: u8,
+    },
+    /// PVM host, ordinary kernel (see [`crate::pvm`]).
+    #[error("{message}")]
+    PvmRefused {
+        /// What, why, what to do.
+        message: String,
+    },
+    /// Reading the kernel for the PVM check failed.
+    #[error("Cannot read kernel image {path}")]
+    ReadKernel {
+        /// The image.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// /dev/kvm or VM setup failed.
+    #[error("Cannot set up KVM")]
+    Kvm(#[source] KvmError),
+    /// Guest memory setup failed.
+    #[error("Cannot set up guest memory")]
+    Memory(#[source] MemoryError),
+    /// Kernel, initrd or boot structures failed to load.
+    #[error("Cannot load the guest kernel")]
+    Boot(#[source] BootError),
+    /// KVM_CREATE_VCPU failed.
+    #[error("Cannot create vCPU {index}")]
+    CreateVcpu {
+        /// Which.
+        index: u8,
+        /// Cause.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// vCPU setup failed.
+    #[error("Cannot set up the vCPUs")]
+    Vcpu(#[source] VcpuError),
+    /// eventfd / irqfd for the serial interrupt failed.
+    #[error("Cannot wire the serial interrupt (IRQ {COM1_IRQ})")]
+    SerialIrq(#[source] std::io::Error),
+    /// A port range was refused.
+    #[error("Cannot add the port-I/O device")]
+    Bus(#[source] BusError),
+    /// A vCPU thread could not start.
+    #[error("Cannot start the thread of vCPU {index}")]
+    SpawnVcpu {
+        /// Which.
+        index: u8,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A configured VM, ready to [`run`](Machine::run).
+pub struct Machine {
+    // Field order is drop order: vCPUs and the VM fd go before the memory they map.
+    vcpus: Vec<VcpuFd>,
+    bus: PioBus,
+    vm: VmFd,
+    memory: GuestMemoryMmap,
+    control: MachineControl,
+    log: DebugLog,
+    console: SharedWriter,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("vcpus", &self.vcpus.len())
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Machine {
+    /// Opens /dev/kvm, checks its capabilities, creates the VM and its memory, loads the
+    /// kernel and sets up vCPUs and the built-in devices. Refuses at once an ordinary kernel
+    /// on a PVM host unless `allow_pvm`.
+    pub fn new(cfg: MachineConfig) -> Result<Machine, MachineError> {
+        if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
+            return Err(MachineError::BadVcpus { vcpus: cfg.vcpus });
+        }
+        let ranges = memory::ram_ranges(cfg.memory).map_err(MachineError::Memory)?;
+        check_pvm(&cfg)?;
+        let kvm = crate::kvm::open().map_err(MachineError::Kvm)?;
+        let vm = crate::kvm::create_vm(&kvm).map_err(MachineError::Kvm)?;
+        let mem = memory::create_guest_memory(&ranges).map_err(MachineError::Memory)?;
+        memory::register_with_kvm(&vm, &mem).map_err(MachineError::Memory)?;
+
+        let spec = BootSpec {
+            kernel: &cfg.kernel,
+            initrd: cfg.initrd.as_deref(),
+            cmdline: &cfg.cmdline,
+        };
+        let entry = boot::load(&mem, &ranges, &spec).map_err(MachineError::Boot)?;
+        boot::regs::write_tables(&mem, &entry).map_err(MachineError::Boot)?;
+        write_mptable(&mem, cfg.vcpus)?;
+
+        let console = SharedWriter::new(cfg.console);
+        let log = DebugLog::new(Box::new(console.clone()));
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| MachineError::Kvm(KvmError::SupportedCpuid(e)))?;
+        let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+        for index in 0..cfg.vcpus {
+            let fd = vm
+                .create_vcpu(u64::from(index))
+                .map_err(|source| MachineError::CreateVcpu { index, source })?;
+            vcpu::configure(&fd, index, cfg.vcpus, supported.as_slice(), &entry, &log)
+                .map_err(MachineError::Vcpu)?;
+            vcpus.push(fd);
+        }
+        let control = MachineControl::new();
+        let bus = builtin_devices(&vm, &control, &console)?;
+        Ok(Machine {
+            vcpus,
+            bus,
+            vm,
+            memory: mem,
+            control,
+            log,
+            console,
+        })
+    }
+
+    /// Adds a device on ports `base..base+len`; overlapping ranges are rejected.
+    pub fn add_pio_device(
+        &mut self,
+        base: u16,
+        len: u16,
+        dev: Arc<Mutex<dyn PioDevice>>,
+    ) -> Result<(), MachineError> {
+        self.bus.insert(base, len, dev).map_err(MachineError::Bus)
+    }
+
+    /// Sends the VMM's debug log (unknown ports, MMIO, crash details) to `sink` instead of
+    /// the console.
+    pub fn set_debug_log(&mut self, sink: Box<dyn Write + Send>) {
+        self.log.set_sink(sink);
+    }
+
+    /// A handle that ends this machine from any thread (or from a device).
+    pub fn control(&self) -> MachineControl {
+        self.control.clone()
+    }
+
+    /// Guest memory (for devices that share buffers with the guest).
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// Runs the guest until it ends; joins every vCPU thread and frees all memory and fds
+    /// before returning.
+    pub fn run(self, deadline: Option<Instant>) -> Result<MachineExit, MachineError> {
+        vcpu::install_kick_handler().map_err(MachineError::Vcpu)?;
+        let Machine {
+            vcpus,
+            bus,
+            vm,
+            memory,
+            control,
+            log,
+            mut console,
+        } = self;
+        let ctx = VcpuContext {
+            bus: Arc::new(bus),
+            control: control.clone(),
+            log,
+        };
+        let mut handles = Vec::with_capacity(vcpus.len());
+        let mut spawn_error = None;
+        for (index, fd) in vcpus.into_iter().enumerate() {
+            let index = index as u8; // at most MAX_VCPUS
+            let ctx = ctx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("isol-vcpu{index}"))
+                .spawn(move || vcpu::run_loop(fd, index, &ctx));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(source) => {
+                    control.finish(MachineExit::Stopped);
+                    spawn_error = Some(MachineError::SpawnVcpu { index, source });
+                    break;
+                }
+            }
+        }
+        let exit = control.wait(deadline);
+        for h in &handles {
+            // ESRCH (thread already gone) is fine: it has left KVM_RUN for good.
+            let _ = h.kill(vcpu::kick_signal());
+        }
+        for h in handles {
+            if h.join().is_err() {
+                ctx.log.always(format_args!("a vCPU thread panicked"));
+            }
+        }
+        drop(ctx);
+        drop(vm);
+        drop(memory);
+        let _ = console.flush();
+        match spawn_error {
+            Some(e) => Err(e),
+            None => Ok(exit),
+        }
+    }
+}
+
+fn check_pvm(cfg: &MachineConfig) -> Result<(), MachineError> {
+    if cfg.allow_pvm || !pvm::host_is_pvm() {
+        return Ok(());
+    }
+    let is_pvm_guest =
+        pvm::kernel_is_pvm_guest(&cfg.kernel).map_err(|source| MachineError::ReadKernel {
+            path: cfg.kernel.clone(),
+            source,
+        })?;
+    if is_pvm_guest {
+        return Ok(());
+    }
+    Err(MachineError::PvmRefused {
+        message: pvm::refusal_message(&cfg.kernel),
+    })
+}
+
+fn write_mptable(mem: &GuestMemoryMmap, vcpus: u8) -> Result<(), MachineError> {
+    let table = mptable::build(vcpus).map_err(|_| MachineError::BadVcpus { vcpus })?;
+    mem.write_slice(&table, GuestAddress(MPTABLE_START))
+        .map_err(|source| {
+            MachineError::Boot(BootError::WriteMemory {
+                what: "MP table",
+                source,
+            })
+        })
+}
+
+fn builtin_devices(
+    vm: &VmFd,
+    control: &MachineControl,
+    console: &SharedWriter,
+) -> Result<PioBus, MachineError> {
+    let mut bus = PioBus::new();
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::SerialIrq)?;
+    vm.register_irqfd(&evt, COM1_IRQ)
+        .map_err(|e| MachineError::SerialIrq(std::io::Error::from_raw_os_error(e.errno())))?;
+    let serial = SerialDevice::new(EventFdTrigger(evt), console.clone());
+    bus.insert(COM1_BASE, UART_PORTS, Arc::new(Mutex::new(serial)))
+        .map_err(MachineError::Bus)?;
+    let i8042 = I8042::new(ResetTrigger(control.clone()));
+    bus.insert(I8042_BASE, I8042_PORTS, Arc::new(Mutex::new(i8042)))
+        .map_err(MachineError::Bus)?;
+    bus.insert(CMOS_BASE, 2, Arc::new(Mutex::new(Cmos::default())))
+        .map_err(MachineError::Bus)?;
+    for &(base, len, _) in QUIET_RANGES {
+        bus.insert(base, len, Arc::new(Mutex::new(Quiet)))
+            .map_err(MachineError::Bus)?;
+    }
+    Ok(bus)
+}

@@ -1,1 +1,11 @@
-//! (being built)
+//! Devices of the bare VMM, all on the port-I/O bus: the 16550 console, the i8042 reset,
+//! quiet legacy ports, and the debug log for everything else.
+
+pub mod bus;
+pub mod i8042;
+pub mod legacy;
+pub mod log;
+pub mod serial;
+
+pub use bus::{BusError, PioBus, PioDevice, SharedPioDevice};
+pub use log::{DebugLog, SharedWriter};
