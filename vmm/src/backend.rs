@@ -1,13 +1,49 @@
 //! The VM backend: spec -> guest init config + initramfs -> microVM -> workload exit.
+//!
+//! `prepare` resolves the kernel, finds the static guest init (see
+//! [`plan::guest_init_candidates`]), writes the initramfs (init, config, rootfs, read-only
+//! volumes) into a private run directory, sizes the VM ([`plan`] documents how guest RAM
+//! relates to `--memory`) and creates the machine with the isol channel on its port bus.
+//! `run` serves the channel (stdin pump, signal forwarder, watchdog), runs the machine and
+//! maps what the init reported to a [`WorkloadExit`]. A VM that ends without a report
+//! (reset, triple fault, crash, init failure, boot timeout) is a [`VmError`] (exit 125)
+//! quoting the console's last lines.
+//!
+//! Timeouts: the workload's `--timeout` counts from the moment the init reports the
+//! workload started (as container mode counts from its start), so a slow boot does not eat
+//! it; the boot itself is bounded by `$ISOL_VM_BOOT_TIMEOUT` seconds (default
+//! [`DEFAULT_BOOT_TIMEOUT`], 300 inside the nested lab where boots are emulated).
 
+mod console;
+mod plan;
+mod rundir;
+
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use isol_common::{Backend, Prepared, WorkloadExit, WorkloadSpec};
+use isol_common::{Backend, ExecFailure, Prepared, WorkloadExit, WorkloadSpec};
+
+use crate::channel::host::{spawn_signal_forwarder, spawn_stdin_pump, spawn_watchdog, Deadlines};
+use crate::channel::protocol::{ExitReport, CHANNEL_BASE, CHANNEL_LEN};
+use crate::channel::{Channel, ChannelDevice, Outcome};
+use crate::initramfs::{write_initramfs, Contents, InitramfsError};
+use crate::kernel::{resolve_kernel, KernelError};
+use crate::machine::{Machine, MachineConfig, MachineError, MachineExit};
+pub use console::ConsoleLog;
+pub use plan::{guest_ram, GUEST_INIT_NAME};
+use rundir::RunDir;
+
+/// Seconds the workload may take to start on a host with hardware KVM.
+pub const DEFAULT_BOOT_TIMEOUT: u64 = 60;
+/// ... and inside the nested lab (emulated boots take seconds to minutes).
+pub const LAB_BOOT_TIMEOUT: u64 = 300;
 
 /// The VM backend.
 #[derive(Debug, Default)]
 pub struct VmBackend {
-    #[allow(dead_code)]
     opts: VmOptions,
 }
 
@@ -27,34 +63,410 @@ impl VmBackend {
     }
 }
 
-/// Errors of the VM backend.
+/// Errors of the VM backend (isol exits 125).
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    /// Placeholder until the backend lands.
-    #[error("The VM backend is not built yet")]
-    NotBuilt,
+    /// No usable kernel.
+    #[error("No usable guest kernel")]
+    Kernel(#[source] KernelError),
+    /// The guest init binary is missing or not static.
+    #[error("{0}")]
+    GuestInit(String),
+    /// Read-write volumes need a shared filesystem VM mode does not have yet.
+    #[error("--volume {host}:{path} is read-write; VM mode supports only read-only volumes for now (add :ro, or use --mode container)")]
+    RwVolume {
+        /// Host dir.
+        host: PathBuf,
+        /// Path inside.
+        path: PathBuf,
+    },
+    /// The run directory could not be made.
+    #[error("Cannot create the VM run directory under {path}")]
+    RunDir {
+        /// The parent dir.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initramfs could not be written.
+    #[error("Cannot pack the root filesystem for the VM")]
+    Initramfs(#[source] InitramfsError),
+    /// The packed rootfs is too big.
+    #[error("The root filesystem and volumes pack to {size} MiB; VM mode ships them in guest RAM and takes at most {max} MiB: use a smaller --rootfs")]
+    TooBig {
+        /// MiB packed.
+        size: u64,
+        /// MiB allowed.
+        max: u64,
+    },
+    /// Too many vCPUs for the VMM.
+    #[error("--cpus asks for {0} vCPUs; VM mode supports at most 255")]
+    TooManyCpus(u32),
+    /// The machine could not be created or run.
+    #[error("Cannot run the microVM")]
+    Machine(#[source] MachineError),
+    /// A host thread serving the channel could not start.
+    #[error("Cannot start the channel's host threads")]
+    Threads(#[source] std::io::Error),
+    /// The VM ended without an exit report.
+    #[error("The microVM ended without reporting the workload's exit ({cause}); last console lines:\n{tail}")]
+    NoReport {
+        /// What ended it.
+        cause: String,
+        /// Console tail.
+        tail: String,
+    },
+    /// The guest init failed (its message is on the console).
+    #[error("The guest init failed (errno {errno}); last console lines:\n{tail}")]
+    InitFailed {
+        /// errno the init reported (0 if none).
+        errno: u32,
+        /// Console tail.
+        tail: String,
+    },
+    /// The workload did not start in time.
+    #[error("The workload did not start within {secs} s ({stage}); raise ISOL_VM_BOOT_TIMEOUT if the host is slow; last console lines:\n{tail}")]
+    BootTimeout {
+        /// The limit.
+        secs: u64,
+        /// How far the boot got.
+        stage: &'static str,
+        /// Console tail.
+        tail: String,
+    },
 }
 
-/// A prepared microVM.
-#[derive(Debug)]
-pub struct PreparedVm {}
+/// A prepared microVM: the machine, its channel and the run directory (removed on drop).
+pub struct PreparedVm {
+    machine: Machine,
+    channel: Arc<Channel>,
+    console: ConsoleLog,
+    command: String,
+    boot_timeout: Duration,
+    workload_timeout: Option<Duration>,
+    // Dropped last: the initramfs and console log live here.
+    _dir: RunDir,
+}
+
+impl std::fmt::Debug for PreparedVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedVm")
+            .field("command", &self.command)
+            .field("boot_timeout", &self.boot_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn boot_timeout() -> Duration {
+    let default = if std::env::var_os("ISOL_IN_LAB").is_some_and(|v| v == "1") {
+        LAB_BOOT_TIMEOUT
+    } else {
+        DEFAULT_BOOT_TIMEOUT
+    };
+    let secs = std::env::var("ISOL_VM_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(default as f64);
+    Duration::from_secs_f64(secs)
+}
+
+/// Finds the static guest init; the error says where it looked and how to build it.
+fn find_guest_init() -> Result<PathBuf, VmError> {
+    let exe = std::env::current_exe().ok();
+    let candidates = plan::guest_init_candidates(exe.as_deref());
+    let mut dynamic = Vec::new();
+    for c in &candidates {
+        let Ok(bytes) = std::fs::read(c) else {
+            continue;
+        };
+        if plan::is_static_elf(&bytes) {
+            return Ok(c.clone());
+        }
+        dynamic.push(c.display().to_string());
+    }
+    let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    let mut msg = format!(
+        "No static guest init ({GUEST_INIT_NAME}) found (looked in: {}); build it with \
+         `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p isol-guest --target x86_64-unknown-linux-gnu` \
+         or set ISOL_GUEST_INIT=FILE",
+        looked.join(", ")
+    );
+    if !dynamic.is_empty() {
+        msg.push_str(&format!(
+            " ({} is dynamically linked and cannot run in the guest)",
+            dynamic.join(", ")
+        ));
+    }
+    Err(VmError::GuestInit(msg))
+}
+
+/// Host directories of the spec's volumes; refuses read-write ones.
+fn ro_volumes(spec: &WorkloadSpec) -> Result<Vec<PathBuf>, VmError> {
+    spec.volumes
+        .iter()
+        .map(|v| {
+            if v.read_only {
+                Ok(v.host.clone())
+            } else {
+                Err(VmError::RwVolume {
+                    host: v.host.clone(),
+                    path: v.path.clone(),
+                })
+            }
+        })
+        .collect()
+}
 
 impl Backend for VmBackend {
     type Error = VmError;
     type Prepared = PreparedVm;
-    fn prepare(&self, _spec: &WorkloadSpec) -> Result<PreparedVm, VmError> {
-        Err(VmError::NotBuilt)
+
+    fn prepare(&self, spec: &WorkloadSpec) -> Result<PreparedVm, VmError> {
+        let volumes = ro_volumes(spec)?;
+        let kernel = resolve_kernel(self.opts.kernel.as_deref()).map_err(VmError::Kernel)?;
+        let init = find_guest_init()?;
+        let vcpus = plan::vcpus(spec);
+        let vcpus_u8 = u8::try_from(vcpus).map_err(|_| VmError::TooManyCpus(vcpus))?;
+        let parent = rundir::vm_runs_dir();
+        let dir = RunDir::create_in(&parent).map_err(|source| VmError::RunDir {
+            path: parent,
+            source,
+        })?;
+        let rootfs = spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let config = plan::guest_config(spec, false).encode();
+        let initrd = dir.path().join("initramfs.cpio");
+        let contents = Contents {
+            init: &init,
+            config: &config,
+            rootfs: &rootfs,
+            volumes: &volumes,
+        };
+        let size = write_initramfs(&initrd, &contents).map_err(VmError::Initramfs)?;
+        if size > plan::MAX_INITRAMFS {
+            return Err(VmError::TooBig {
+                size: size >> 20,
+                max: plan::MAX_INITRAMFS >> 20,
+            });
+        }
+        let log = File::create(dir.path().join("console.log")).ok();
+        let console = ConsoleLog::new(log, self.opts.verbose);
+        let extra = std::env::var("ISOL_VM_CMDLINE_EXTRA").ok();
+        let cfg = MachineConfig {
+            kernel: kernel.path,
+            initrd: Some(initrd),
+            cmdline: plan::cmdline(self.opts.verbose, extra.as_deref()),
+            memory: guest_ram(spec.resources.memory, size),
+            vcpus: vcpus_u8,
+            console: Box::new(console.clone()),
+            allow_pvm: false,
+        };
+        let mut machine = Machine::new(cfg).map_err(VmError::Machine)?;
+        let channel = Arc::new(Channel::new());
+        let control = machine.control();
+        let device = ChannelDevice::new(
+            channel.clone(),
+            Box::new(dup_stdio(std::io::stdout().as_fd())),
+            Box::new(dup_stdio(std::io::stderr().as_fd())),
+            Box::new(move || control.stop()),
+        );
+        machine
+            .add_pio_device(CHANNEL_BASE, CHANNEL_LEN, Arc::new(Mutex::new(device)))
+            .map_err(VmError::Machine)?;
+        Ok(PreparedVm {
+            machine,
+            channel,
+            console,
+            command: spec.args[0].clone(),
+            boot_timeout: boot_timeout(),
+            workload_timeout: spec.timeout,
+            _dir: dir,
+        })
+    }
+}
+
+/// An unbuffered writer on a duplicate of isol's fd 1 or 2 (byte-exact, no line
+/// buffering); a sink that drops everything if the fd cannot be duplicated.
+fn dup_stdio(fd: std::os::fd::BorrowedFd<'_>) -> Box<dyn std::io::Write + Send> {
+    match fd.try_clone_to_owned() {
+        Ok(owned) => Box::new(File::from(owned)),
+        Err(_) => Box::new(std::io::sink()),
     }
 }
 
 impl Prepared for PreparedVm {
     type Error = VmError;
+
     fn run(self) -> Result<WorkloadExit, VmError> {
-        Err(VmError::NotBuilt)
+        let PreparedVm {
+            machine,
+            channel,
+            console,
+            command,
+            boot_timeout,
+            workload_timeout,
+            _dir,
+        } = self;
+        let control = machine.control();
+        let deadlines = Deadlines {
+            boot: boot_timeout,
+            workload: workload_timeout,
+        };
+        let threads = (|| {
+            spawn_stdin_pump(channel.clone(), 0)?;
+            spawn_signal_forwarder(channel.clone())?;
+            spawn_watchdog(channel.clone(), deadlines, Box::new(move || control.stop()))
+        })();
+        if let Err(e) = threads {
+            channel.close();
+            return Err(VmError::Threads(e));
+        }
+        // Backstop only: the watchdog ends the VM first.
+        let backstop = Instant::now()
+            + boot_timeout
+            + workload_timeout.unwrap_or(Duration::ZERO)
+            + Duration::from_secs(30);
+        let result = machine.run(Some(backstop));
+        channel.close();
+        let exit = result.map_err(VmError::Machine)?;
+        let outcome = channel.outcome();
+        map_outcome(outcome, &exit, &command, &console, boot_timeout)
+    }
+}
+
+/// Turns what the channel recorded (and how the machine ended) into the run's result.
+fn map_outcome(
+    outcome: Option<Outcome>,
+    exit: &MachineExit,
+    command: &str,
+    console: &ConsoleLog,
+    boot_timeout: Duration,
+) -> Result<WorkloadExit, VmError> {
+    match outcome {
+        Some(Outcome::Reported(raw)) => match ExitReport::decode(raw) {
+            Some(ExitReport::Exited(c)) => Ok(WorkloadExit::Exited(c)),
+            Some(ExitReport::Signaled(s)) => Ok(WorkloadExit::Signaled(i32::from(s))),
+            Some(ExitReport::ExecFailed(e)) => Ok(WorkloadExit::ExecFailed {
+                failure: ExecFailure::from_errno(i32::try_from(e).unwrap_or(0)),
+                command: command.to_string(),
+            }),
+            Some(ExitReport::InitFailed(errno)) => Err(VmError::InitFailed {
+                errno,
+                tail: console.tail(),
+            }),
+            None => Err(VmError::NoReport {
+                cause: format!("bad report {raw:#x}"),
+                tail: console.tail(),
+            }),
+        },
+        Some(Outcome::TimedOut) => Ok(WorkloadExit::TimedOut),
+        Some(Outcome::BootTimedOut { ready }) => Err(VmError::BootTimeout {
+            secs: boot_timeout.as_secs(),
+            stage: if ready {
+                "the init started but the workload did not"
+            } else {
+                "the init never reported"
+            },
+            tail: console.tail(),
+        }),
+        None => {
+            let cause = match exit {
+                MachineExit::Reset => "the guest reset".to_string(),
+                MachineExit::TripleFault => "the guest triple-faulted".to_string(),
+                MachineExit::Stopped => "the VM was stopped".to_string(),
+                MachineExit::DeadlineExpired => "the VM ran past its deadline".to_string(),
+                MachineExit::Crashed { reason } => format!("the guest crashed: {reason}"),
+            };
+            Err(VmError::NoReport {
+                cause,
+                tail: console.tail(),
+            })
+        }
     }
 }
 
 /// Removes what killed runs left behind; returns a line per thing removed.
 pub fn gc() -> Result<Vec<String>, VmError> {
-    Ok(Vec::new())
+    let parent = rundir::vm_runs_dir();
+    let removed = rundir::gc_in(&parent).map_err(|source| VmError::RunDir {
+        path: parent,
+        source,
+    })?;
+    Ok(removed
+        .iter()
+        .map(|p| format!("VM run directory {}", p.display()))
+        .collect())
+}
+
+/// The path of the guest init this isol would use (for `isol kernel` style reports).
+pub fn guest_init_path() -> Option<PathBuf> {
+    find_guest_init().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_map_outcome_reports() {
+        let c = ConsoleLog::new(None, false);
+        let d = Duration::from_secs(60);
+        let stopped = MachineExit::Stopped;
+        let exited = Some(Outcome::Reported(ExitReport::Exited(7).encode()));
+        assert_eq!(
+            map_outcome(exited, &stopped, "x", &c, d).unwrap(),
+            WorkloadExit::Exited(7)
+        );
+        let sig = Some(Outcome::Reported(ExitReport::Signaled(15).encode()));
+        assert_eq!(
+            map_outcome(sig, &stopped, "x", &c, d).unwrap(),
+            WorkloadExit::Signaled(15)
+        );
+        let nf = Some(Outcome::Reported(ExitReport::ExecFailed(2).encode()));
+        assert_eq!(
+            map_outcome(nf, &stopped, "x", &c, d).unwrap().exit_code(),
+            127
+        );
+        let ne = Some(Outcome::Reported(ExitReport::ExecFailed(13).encode()));
+        assert_eq!(
+            map_outcome(ne, &stopped, "x", &c, d).unwrap().exit_code(),
+            126
+        );
+        assert_eq!(
+            map_outcome(Some(Outcome::TimedOut), &stopped, "x", &c, d).unwrap(),
+            WorkloadExit::TimedOut
+        );
+    }
+
+    #[test]
+    fn test_map_outcome_without_report_is_error_with_cause() {
+        let mut c = ConsoleLog::new(None, false);
+        std::io::Write::write_all(&mut c, b"Kernel panic - not syncing\n").unwrap();
+        let e = map_outcome(
+            None,
+            &MachineExit::TripleFault,
+            "x",
+            &c,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("triple-faulted") && msg.contains("Kernel panic"),
+            "{msg}"
+        );
+        let init = Some(Outcome::Reported(ExitReport::InitFailed(2).encode()));
+        assert!(matches!(
+            map_outcome(init, &MachineExit::Stopped, "x", &c, Duration::ZERO),
+            Err(VmError::InitFailed { errno: 2, .. })
+        ));
+        let boot = Some(Outcome::BootTimedOut { ready: false });
+        assert!(
+            map_outcome(boot, &MachineExit::Stopped, "x", &c, Duration::ZERO)
+                .unwrap_err()
+                .to_string()
+                .contains("never reported")
+        );
+    }
 }

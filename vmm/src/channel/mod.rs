@@ -1,1 +1,23 @@
-//! (being built)
+//! The isol channel: how the guest init and the host talk, without a network, a virtio
+//! queue or any text the workload could forge.
+//!
+//! It is a paravirtual port-I/O device at [`protocol::CHANNEL_BASE`] (16 ports). The init
+//! gets access to these ports with `ioperm` and moves data with `rep outsb` / `rep insb`,
+//! so each VM exit carries up to a page. The workload never has access (the init revokes
+//! its `ioperm` bits in the child and drops `CAP_SYS_RAWIO`), so only the init can report
+//! the exit status.
+//!
+//! - [`protocol`]: ports, the exit-status encoding, the init's config file (shared with the
+//!   guest crate, which compiles the same file).
+//! - [`device`]: the device on the port bus; stdout/stderr bytes go straight to isol's fds
+//!   1 and 2, byte-exact.
+//! - [`state`]: what the device and the host threads share.
+//! - [`host`]: the stdin pump, the signal forwarder and the watchdog.
+
+pub mod device;
+pub mod host;
+pub mod protocol;
+pub mod state;
+
+pub use device::ChannelDevice;
+pub use state::{Channel, Outcome};

@@ -1,0 +1,249 @@
+//! The VM for a spec, computed as plain data: guest RAM, vCPUs, kernel command line, the
+//! init's config, and where the static guest init binary is.
+//!
+//! # Guest RAM and `--memory`
+//! The workload's limit is enforced *inside* the guest, exactly: the init puts the workload
+//! in a cgroup with `memory.max = --memory` and `memory.swap.max = 0`, so a workload over
+//! it is OOM-killed (137), as in container mode. The VM itself gets more RAM than that, so
+//! the kernel, the init and the unpacked initramfs have room of their own:
+//!
+//! `guest RAM = workload + BASE_OVERHEAD + 2 x initramfs` (rounded up to 2 MiB)
+//!
+//! where `workload` is `--memory` or [`DEFAULT_WORKLOAD_MEMORY`] when unlimited, and the
+//! initramfs counts twice because the kernel holds the archive while it unpacks it into
+//! its tmpfs (the archive is freed afterwards). Guest RAM is mapped lazily on the host:
+//! pages the guest never touches cost nothing.
+
+use std::path::{Path, PathBuf};
+
+use isol_common::WorkloadSpec;
+
+use crate::channel::protocol::{GuestConfig, VOLUMES_PATH};
+
+/// Kernel, page tables, slab, the init and its buffers (measured need plus margin).
+pub const BASE_OVERHEAD: u64 = 96 << 20;
+/// The workload's memory when the spec sets no limit.
+pub const DEFAULT_WORKLOAD_MEMORY: u64 = 512 << 20;
+/// Largest initramfs VM mode ships (the archive is placed below 4 GiB).
+pub const MAX_INITRAMFS: u64 = 1 << 30;
+/// CFS period for a fractional `--cpus`, as container mode uses (microseconds).
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// Name of the guest init binary.
+pub const GUEST_INIT_NAME: &str = "isol-guest-init";
+
+/// Guest RAM in bytes for a workload limit and an initramfs size.
+pub fn guest_ram(workload: Option<u64>, initramfs: u64) -> u64 {
+    const ALIGN: u64 = 2 << 20;
+    let raw = workload
+        .unwrap_or(DEFAULT_WORKLOAD_MEMORY)
+        .saturating_add(BASE_OVERHEAD)
+        .saturating_add(initramfs.saturating_mul(2));
+    raw.div_ceil(ALIGN).saturating_mul(ALIGN)
+}
+
+/// vCPUs for the spec: `ceil(cpus)`, 1 when unlimited.
+pub fn vcpus(spec: &WorkloadSpec) -> u32 {
+    spec.visible_cpus().unwrap_or(1).max(1)
+}
+
+/// cpu.max for a fractional `--cpus` (an integral count is already the vCPU count).
+pub fn cpu_max(cpus: Option<f64>) -> Option<(u64, u64)> {
+    let c = cpus?;
+    if c.fract() == 0.0 {
+        return None;
+    }
+    // cpus lies in (0, 64], so the quota is a small positive number.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let quota = (c * CPU_PERIOD_US as f64).round() as u64;
+    Some((quota.max(1000), CPU_PERIOD_US))
+}
+
+/// The kernel command line.
+pub fn cmdline(verbose: bool, extra: Option<&str>) -> String {
+    let mut parts = vec![
+        "console=ttyS0",
+        "reboot=k",
+        "panic=-1",
+        "pci=off",
+        "nomodule",
+        "i8042.noaux",
+        "i8042.nomux",
+        "i8042.nopnp",
+        "i8042.dumbkbd",
+        "tsc=reliable",
+        "no_timer_check",
+        "rdinit=/init",
+    ];
+    if !verbose {
+        parts.insert(1, "quiet");
+    }
+    let mut line = parts.join(" ");
+    if let Some(e) = extra.filter(|e| !e.trim().is_empty()) {
+        line.push(' ');
+        line.push_str(e.trim());
+    }
+    line
+}
+
+/// The init's config for a spec (read-only volumes are shipped as `VOLUMES_PATH/N`).
+pub fn guest_config(spec: &WorkloadSpec, debug: bool) -> GuestConfig {
+    GuestConfig {
+        args: spec.args.clone(),
+        env: spec.effective_env(),
+        cwd: spec.cwd.to_string_lossy().into_owned(),
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        hostname: spec.hostname.clone(),
+        read_only: spec.read_only,
+        memory: spec.resources.memory,
+        pids: spec.resources.pids,
+        cpu_max: cpu_max(spec.resources.cpus),
+        volumes: spec
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    format!("{VOLUMES_PATH}/{i}"),
+                    v.path.to_string_lossy().into_owned(),
+                )
+            })
+            .collect(),
+        debug,
+    }
+}
+
+/// Where the guest init may be, in order: `$ISOL_GUEST_INIT`; beside the isol binary;
+/// the static build's places relative to it (`<target>/x86_64-unknown-linux-gnu/
+/// {release,debug}/`); the path baked in at build time (`ISOL_GUEST_INIT_PATH`).
+pub fn guest_init_candidates(exe: Option<&Path>) -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(p) = std::env::var_os("ISOL_GUEST_INIT").filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    if let Some(dir) = exe.and_then(Path::parent) {
+        c.push(dir.join(GUEST_INIT_NAME));
+        if let Some(target) = dir.parent() {
+            for profile in ["release", "debug"] {
+                c.push(
+                    target
+                        .join("x86_64-unknown-linux-gnu")
+                        .join(profile)
+                        .join(GUEST_INIT_NAME),
+                );
+            }
+        }
+    }
+    if let Some(p) = option_env!("ISOL_GUEST_INIT_PATH") {
+        c.push(PathBuf::from(p));
+    }
+    c
+}
+
+/// Whether the ELF file has no program interpreter (it is statically linked).
+pub fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let le16 = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let le32 = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let le64 = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.get(..5) != Some(b"\x7fELF\x02") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (le64(0x20), le16(0x36), le16(0x38)) else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let off = phoff + i * usize::from(phentsize);
+        le32(off).is_some_and(|t| t != PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use isol_common::Overrides;
+
+    use super::*;
+
+    fn spec(flags: &[(&str, &str)]) -> WorkloadSpec {
+        let mut ov = Overrides {
+            args: vec!["true".into()],
+            ..Overrides::default()
+        };
+        for (k, v) in flags {
+            match *k {
+                "memory" => ov.memory = Some(v.to_string()),
+                "cpus" => ov.cpus = Some(v.to_string()),
+                "env" => ov.env.push(v.to_string()),
+                _ => unreachable!(),
+            }
+        }
+        WorkloadSpec::from_toml("", &ov).unwrap()
+    }
+
+    #[test]
+    fn test_guest_ram_adds_overhead_and_twice_the_initramfs() {
+        assert_eq!(guest_ram(Some(64 << 20), 10 << 20), (64 + 96 + 20) << 20);
+        assert_eq!(guest_ram(None, 0), DEFAULT_WORKLOAD_MEMORY + BASE_OVERHEAD);
+        assert_eq!(guest_ram(Some(1), 1) % (2 << 20), 0);
+        assert!(guest_ram(Some(u64::MAX), u64::MAX) > 0);
+    }
+
+    #[test]
+    fn test_cpu_max_only_for_fractions() {
+        assert_eq!(cpu_max(None), None);
+        assert_eq!(cpu_max(Some(2.0)), None);
+        assert_eq!(cpu_max(Some(0.5)), Some((50_000, 100_000)));
+        assert_eq!(cpu_max(Some(1.25)), Some((125_000, 100_000)));
+    }
+
+    #[test]
+    fn test_vcpus_ceil_of_cpus() {
+        assert_eq!(vcpus(&spec(&[])), 1);
+        assert_eq!(vcpus(&spec(&[("cpus", "2")])), 2);
+        assert_eq!(vcpus(&spec(&[("cpus", "0.5")])), 1);
+        assert_eq!(vcpus(&spec(&[("cpus", "1.5")])), 2);
+    }
+
+    #[test]
+    fn test_guest_config_carries_exact_env_and_limits() {
+        let s = spec(&[("memory", "64M"), ("env", "A=1")]);
+        let c = guest_config(&s, false);
+        assert_eq!(c.env, s.effective_env());
+        assert_eq!(c.memory, Some(64 << 20));
+        assert_eq!(c.args, vec!["true".to_string()]);
+        assert_eq!(c.cwd, "/");
+    }
+
+    #[test]
+    fn test_cmdline_quiet_unless_verbose() {
+        assert!(cmdline(false, None).contains(" quiet "));
+        assert!(!cmdline(true, None).contains("quiet"));
+        assert!(cmdline(false, Some("loglevel=7")).ends_with("rdinit=/init loglevel=7"));
+    }
+
+    #[test]
+    fn test_is_static_elf_on_real_binaries() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&me), "test binaries are dynamically linked");
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        if let Ok(bb) = std::fs::read("/bin/busybox") {
+            assert!(is_static_elf(&bb), "Debian's busybox-static is static");
+        }
+    }
+}

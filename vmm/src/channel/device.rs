@@ -1,0 +1,297 @@
+//! The isol channel as a port-I/O device: decodes the registers of
+//! [`super::protocol`] and moves bytes between the guest and isol's stdio.
+//!
+//! Every access is checked against the register's direction and width; anything else
+//! (a hostile or buggy guest) is counted and ignored, never a panic. The guest controls
+//! only `data.len()`, which the bus already bounds to one page.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::protocol::{
+    ExitReport, EVENT_READY, EVENT_STARTED, MAGIC, PAGE, REG_EXIT, REG_MAGIC_EVENT, REG_SIGNAL,
+    REG_STDERR, REG_STDIN_DATA, REG_STDIN_STATUS, REG_STDOUT, STDIN_EOF,
+};
+use super::state::{Channel, Outcome};
+use crate::devices::bus::PioDevice;
+
+/// Stops the VM (in production `MachineControl::stop`).
+pub type StopFn = Box<dyn Fn() + Send>;
+
+/// The channel device on the port bus.
+pub struct ChannelDevice {
+    channel: Arc<Channel>,
+    stdout: Box<dyn Write + Send>,
+    stderr: Box<dyn Write + Send>,
+    stdout_ok: bool,
+    stderr_ok: bool,
+    stop: StopFn,
+}
+
+impl std::fmt::Debug for ChannelDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelDevice")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelDevice {
+    /// A device writing the guest's stdout/stderr to these sinks; `stop` ends the VM.
+    pub fn new(
+        channel: Arc<Channel>,
+        stdout: Box<dyn Write + Send>,
+        stderr: Box<dyn Write + Send>,
+        stop: StopFn,
+    ) -> ChannelDevice {
+        ChannelDevice {
+            channel,
+            stdout,
+            stderr,
+            stdout_ok: true,
+            stderr_ok: true,
+            stop,
+        }
+    }
+
+    /// A guest `in`/`ins` at `offset` from the channel base.
+    pub fn read(&mut self, offset: u16, data: &mut [u8]) {
+        match (offset, data.len()) {
+            (REG_MAGIC_EVENT, 1) => data[0] = MAGIC,
+            (REG_STDIN_STATUS, 4) => data.copy_from_slice(&self.stdin_status().to_le_bytes()),
+            (REG_SIGNAL, 4) => {
+                let sig = std::mem::take(&mut self.channel.lock().signal);
+                data.copy_from_slice(&sig.to_le_bytes());
+            }
+            (REG_STDIN_DATA, _) => self.read_stdin(data),
+            _ => {
+                data.fill(0xff);
+                self.channel.lock().bad_accesses += 1;
+            }
+        }
+    }
+
+    /// A guest `out`/`outs` at `offset` from the channel base.
+    pub fn write(&mut self, offset: u16, data: &[u8]) {
+        if self.channel.lock().outcome.is_some() {
+            return; // The run is over; late writes are dropped.
+        }
+        match (offset, data.len()) {
+            (REG_STDOUT, _) => {
+                self.stdout_ok = self.stdout_ok && write_sink(&mut self.stdout, data);
+            }
+            (REG_STDERR, _) => {
+                self.stderr_ok = self.stderr_ok && write_sink(&mut self.stderr, data);
+            }
+            (REG_MAGIC_EVENT, 1) => self.event(data[0]),
+            (REG_EXIT, 4) => {
+                let raw = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                self.exit(raw);
+            }
+            _ => self.channel.lock().bad_accesses += 1,
+        }
+    }
+
+    fn stdin_status(&self) -> u32 {
+        let s = self.channel.lock();
+        if !s.stdin.is_empty() {
+            // At most PAGE (4096), so the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            return s.stdin.len().min(PAGE) as u32;
+        }
+        if s.stdin_eof {
+            STDIN_EOF
+        } else {
+            0
+        }
+    }
+
+    fn read_stdin(&mut self, data: &mut [u8]) {
+        let mut s = self.channel.lock();
+        let n = data.len().min(s.stdin.len());
+        for (dst, src) in data.iter_mut().zip(s.stdin.drain(..n)) {
+            *dst = src;
+        }
+        data[n..].fill(0);
+        drop(s);
+        // Room for the stdin pump.
+        self.channel.notify();
+    }
+
+    fn event(&mut self, ev: u8) {
+        let mut s = self.channel.lock();
+        match ev {
+            EVENT_READY => s.ready = true,
+            EVENT_STARTED if s.started.is_none() => s.started = Some(Instant::now()),
+            _ => s.bad_accesses += 1,
+        }
+        drop(s);
+        self.channel.notify();
+    }
+
+    fn exit(&mut self, raw: u32) {
+        if ExitReport::decode(raw).is_none() {
+            self.channel.lock().bad_accesses += 1;
+            return;
+        }
+        let _ = self.stdout.flush();
+        let _ = self.stderr.flush();
+        if self.channel.set_outcome(Outcome::Reported(raw)) {
+            (self.stop)();
+        }
+    }
+}
+
+impl PioDevice for ChannelDevice {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        ChannelDevice::read(self, offset, data);
+    }
+    fn write(&mut self, offset: u16, data: &[u8]) {
+        ChannelDevice::write(self, offset, data);
+    }
+}
+
+/// Writes all of `data`; false when the sink is gone (e.g. a closed pipe): further
+/// bytes for it are dropped, as a workload writing to a closed pipe loses them.
+fn write_sink(sink: &mut Box<dyn Write + Send>, data: &[u8]) -> bool {
+    sink.write_all(data).and_then(|()| sink.flush()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn device() -> (
+        ChannelDevice,
+        Arc<Channel>,
+        Shared,
+        Shared,
+        Arc<AtomicUsize>,
+    ) {
+        let ch = Arc::new(Channel::new());
+        let (out, err) = (Shared::default(), Shared::default());
+        let stops = Arc::new(AtomicUsize::new(0));
+        let s2 = stops.clone();
+        let dev = ChannelDevice::new(
+            ch.clone(),
+            Box::new(out.clone()),
+            Box::new(err.clone()),
+            Box::new(move || {
+                s2.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        (dev, ch, out, err, stops)
+    }
+
+    fn read_u32(dev: &mut ChannelDevice, off: u16) -> u32 {
+        let mut b = [0u8; 4];
+        dev.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn test_channel_stdout_stderr_routed_byte_exact() {
+        let (mut dev, _, out, err, _) = device();
+        dev.write(REG_STDOUT, b"a\0b\n");
+        dev.write(REG_STDERR, b"err\r\n");
+        dev.write(REG_STDOUT, &[0xff; PAGE]);
+        assert_eq!(out.0.lock().unwrap()[..4], *b"a\0b\n");
+        assert_eq!(out.0.lock().unwrap().len(), 4 + PAGE);
+        assert_eq!(*err.0.lock().unwrap(), b"err\r\n");
+    }
+
+    #[test]
+    fn test_channel_magic_reads_constant() {
+        let (mut dev, ..) = device();
+        let mut b = [0u8; 1];
+        dev.read(REG_MAGIC_EVENT, &mut b);
+        assert_eq!(b[0], MAGIC);
+    }
+
+    #[test]
+    fn test_channel_stdin_status_data_then_eof() {
+        let (mut dev, ch, ..) = device();
+        assert_eq!(read_u32(&mut dev, REG_STDIN_STATUS), 0);
+        ch.push_stdin(b"hello");
+        assert_eq!(read_u32(&mut dev, REG_STDIN_STATUS), 5);
+        let mut buf = [9u8; 3];
+        dev.read(REG_STDIN_DATA, &mut buf);
+        assert_eq!(&buf, b"hel");
+        ch.stdin_eof();
+        assert_eq!(read_u32(&mut dev, REG_STDIN_STATUS), 2);
+        let mut buf = [9u8; 4];
+        dev.read(REG_STDIN_DATA, &mut buf);
+        assert_eq!(&buf, b"lo\0\0");
+        assert_eq!(read_u32(&mut dev, REG_STDIN_STATUS), STDIN_EOF);
+    }
+
+    #[test]
+    fn test_channel_stdin_status_caps_at_a_page() {
+        let (mut dev, ch, ..) = device();
+        ch.push_stdin(&[1u8; 3 * PAGE]);
+        assert_eq!(read_u32(&mut dev, REG_STDIN_STATUS), 4096);
+    }
+
+    #[test]
+    fn test_channel_signal_read_clears() {
+        let (mut dev, ch, ..) = device();
+        ch.set_signal(15);
+        assert_eq!(read_u32(&mut dev, REG_SIGNAL), 15);
+        assert_eq!(read_u32(&mut dev, REG_SIGNAL), 0);
+    }
+
+    #[test]
+    fn test_channel_exit_records_first_and_stops() {
+        let (mut dev, ch, out, _, stops) = device();
+        dev.write(REG_EXIT, &ExitReport::Exited(7).encode().to_le_bytes());
+        dev.write(REG_EXIT, &ExitReport::Exited(0).encode().to_le_bytes());
+        dev.write(REG_STDOUT, b"late");
+        let want = ExitReport::Exited(7).encode();
+        assert_eq!(ch.outcome(), Some(Outcome::Reported(want)));
+        assert_eq!(stops.load(Ordering::SeqCst), 1);
+        assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_channel_hostile_accesses_ignored() {
+        let (mut dev, ch, out, _, stops) = device();
+        dev.write(REG_EXIT, &[1, 2]); // wrong width
+        dev.write(REG_EXIT, &0xdead_beefu32.to_le_bytes()); // bad encoding
+        dev.write(0xf, &[0; 4096]); // unknown register
+        dev.write(REG_MAGIC_EVENT, &[77]); // unknown event
+        let mut big = vec![0u8; 4096];
+        dev.read(0x9, &mut big);
+        assert!(big.iter().all(|b| *b == 0xff));
+        dev.read(REG_STDIN_DATA, &mut big); // nothing buffered: zeros
+        assert!(big.iter().all(|b| *b == 0));
+        assert_eq!(ch.outcome(), None);
+        assert_eq!(stops.load(Ordering::SeqCst), 0);
+        assert_eq!(ch.bad_accesses(), 5);
+        assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_channel_events_set_ready_and_started() {
+        let (mut dev, ch, ..) = device();
+        dev.write(REG_MAGIC_EVENT, &[EVENT_READY]);
+        dev.write(REG_MAGIC_EVENT, &[EVENT_STARTED]);
+        assert!(ch.ready());
+        assert!(ch.lock().started.is_some());
+    }
+}

@@ -1,0 +1,372 @@
+//! The isol channel's wire protocol, shared word for word by the host (isol-vmm) and the
+//! guest init (isol-guest, which includes this file with `#[path]`): port numbers, the
+//! exit-status encoding, and the config file the init reads from the initramfs.
+//!
+//! This file uses only `std`, so both crates can compile it unchanged.
+//!
+//! # Ports (base [`CHANNEL_BASE`] = 0x0ee0, [`CHANNEL_LEN`] = 16 ports)
+//!
+//! | offset | dir | width | register |
+//! |---|---|---|---|
+//! | 0x0 | out | `rep outsb` | STDOUT: bytes for isol's fd 1 |
+//! | 0x1 | out | `rep outsb` | STDERR: bytes for isol's fd 2 |
+//! | 0x2 | in  | `rep insb`  | STDIN data: the next bytes of isol's fd 0 |
+//! | 0x3 | in  | 8 bit | MAGIC: always [`MAGIC`] (detects the channel) |
+//! | 0x3 | out | 8 bit | EVENT: [`EVENT_READY`] (init up), [`EVENT_STARTED`] (workload forked) |
+//! | 0x4 | in  | 32 bit | STDIN status: bytes available now (at most [`PAGE`]), 0 none yet, [`STDIN_EOF`] |
+//! | 0x8 | in  | 32 bit | SIGNAL: pending signal number for the workload (read clears it), 0 none |
+//! | 0xc | out | 32 bit | EXIT: the encoded status ([`ExitReport`]); the VMM stops the VM |
+//!
+//! Only the init touches these ports: it gets them with `ioperm`, and the workload loses
+//! them (the init revokes its `ioperm` bits before exec and drops `CAP_SYS_RAWIO`), so the
+//! workload cannot forge its exit status or its output routing.
+
+/// First port of the channel (free on a PC: between the PCI config ports and nothing else).
+pub const CHANNEL_BASE: u16 = 0x0ee0;
+/// Number of ports the channel decodes.
+pub const CHANNEL_LEN: u16 = 16;
+/// Offset of the STDOUT register.
+pub const REG_STDOUT: u16 = 0x0;
+/// Offset of the STDERR register.
+pub const REG_STDERR: u16 = 0x1;
+/// Offset of the STDIN data register.
+pub const REG_STDIN_DATA: u16 = 0x2;
+/// Offset of the MAGIC (in) / EVENT (out) register.
+pub const REG_MAGIC_EVENT: u16 = 0x3;
+/// Offset of the STDIN status register.
+pub const REG_STDIN_STATUS: u16 = 0x4;
+/// Offset of the SIGNAL register.
+pub const REG_SIGNAL: u16 = 0x8;
+/// Offset of the EXIT register.
+pub const REG_EXIT: u16 = 0xc;
+
+/// What the MAGIC register reads (an absent device reads 0xff).
+pub const MAGIC: u8 = 0x5a;
+/// EVENT: the init runs and has found the channel.
+pub const EVENT_READY: u8 = 1;
+/// EVENT: the workload process exists (its timeout starts now).
+pub const EVENT_STARTED: u8 = 2;
+/// STDIN status: isol's stdin reached end of file.
+pub const STDIN_EOF: u32 = 0xffff_ffff;
+/// Most bytes one string I/O transfer moves (KVM batches string I/O by the page).
+pub const PAGE: usize = 4096;
+
+/// How the workload (or the init) ended, as sent through the EXIT register.
+///
+/// Encoding: bits 31..24 the kind, bits 23..0 the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReport {
+    /// exit(code).
+    Exited(u8),
+    /// Killed by this signal.
+    Signaled(u8),
+    /// execve of the command failed with this errno.
+    ExecFailed(u32),
+    /// The init itself failed (details on the console); carries an errno or 0.
+    InitFailed(u32),
+}
+
+const KIND_EXITED: u32 = 1;
+const KIND_SIGNALED: u32 = 2;
+const KIND_EXEC_FAILED: u32 = 3;
+const KIND_INIT_FAILED: u32 = 4;
+const VALUE_MASK: u32 = 0x00ff_ffff;
+
+impl ExitReport {
+    /// The 32-bit value written to the EXIT register.
+    pub fn encode(self) -> u32 {
+        let (kind, value) = match self {
+            ExitReport::Exited(c) => (KIND_EXITED, u32::from(c)),
+            ExitReport::Signaled(s) => (KIND_SIGNALED, u32::from(s)),
+            ExitReport::ExecFailed(e) => (KIND_EXEC_FAILED, e & VALUE_MASK),
+            ExitReport::InitFailed(e) => (KIND_INIT_FAILED, e & VALUE_MASK),
+        };
+        (kind << 24) | value
+    }
+
+    /// Decodes an EXIT value; `None` for anything a correct init never writes.
+    pub fn decode(raw: u32) -> Option<ExitReport> {
+        let value = raw & VALUE_MASK;
+        let small = u8::try_from(value).ok();
+        match raw >> 24 {
+            KIND_EXITED => small.map(ExitReport::Exited),
+            KIND_SIGNALED => small.filter(|s| *s > 0).map(ExitReport::Signaled),
+            KIND_EXEC_FAILED => Some(ExitReport::ExecFailed(value)),
+            KIND_INIT_FAILED => Some(ExitReport::InitFailed(value)),
+            _ => None,
+        }
+    }
+}
+
+/// Where the init finds its config in the initramfs.
+pub const CONFIG_PATH: &str = "/isol/config";
+/// Where the workload's root filesystem lies in the initramfs.
+pub const ROOTFS_PATH: &str = "/isol/rootfs";
+/// Where read-only volume `N` lies in the initramfs (`/isol/volumes/N`).
+pub const VOLUMES_PATH: &str = "/isol/volumes";
+/// First line of the config file (format version).
+pub const CONFIG_HEADER: &str = "isol-guest-config 1";
+
+/// What the init needs to know about the workload. Written by the host into the
+/// initramfs as text: the header line, then one `key value` line per field (`arg`, `env`
+/// and `volume` repeat, in order), then `end`. Values are percent-escaped ([`escape`]),
+/// so any byte string survives and a truncated file is detected.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GuestConfig {
+    /// argv; `args[0]` is resolved through the workload's PATH like execvp.
+    pub args: Vec<String>,
+    /// The workload's complete environment, `(name, value)`.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the workload root.
+    pub cwd: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id (supplementary groups are always empty).
+    pub gid: u32,
+    /// Hostname.
+    pub hostname: String,
+    /// `/` read-only (`/tmp` stays writable).
+    pub read_only: bool,
+    /// memory.max of the workload's cgroup in bytes.
+    pub memory: Option<u64>,
+    /// pids.max of the workload's cgroup.
+    pub pids: Option<u64>,
+    /// cpu.max of the workload's cgroup: (quota, period) in microseconds.
+    pub cpu_max: Option<(u64, u64)>,
+    /// Read-only volumes: (initramfs dir, path inside the workload).
+    pub volumes: Vec<(String, String)>,
+    /// Debug mode: without a channel, the init reports on the console.
+    pub debug: bool,
+}
+
+/// A config file that cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bad guest config: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Percent-escapes every byte outside `!`..`~` and `%` itself.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`].
+pub fn unescape(s: &str) -> Result<String, ConfigError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ConfigError(format!("bad escape in {s:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ConfigError(format!("not UTF-8: {s:?}")))
+}
+
+impl GuestConfig {
+    /// The config file's text.
+    pub fn encode(&self) -> String {
+        let mut lines = vec![CONFIG_HEADER.to_string()];
+        let mut put = |k: &str, v: &str| lines.push(format!("{k} {}", escape(v)));
+        for a in &self.args {
+            put("arg", a);
+        }
+        for (k, v) in &self.env {
+            put("env", &format!("{k}={v}"));
+        }
+        put("cwd", &self.cwd);
+        put("uid", &self.uid.to_string());
+        put("gid", &self.gid.to_string());
+        put("hostname", &self.hostname);
+        put("read_only", if self.read_only { "1" } else { "0" });
+        if let Some(m) = self.memory {
+            put("memory", &m.to_string());
+        }
+        if let Some(p) = self.pids {
+            put("pids", &p.to_string());
+        }
+        if let Some((q, p)) = self.cpu_max {
+            put("cpu_max", &format!("{q} {p}"));
+        }
+        for (src, dst) in &self.volumes {
+            put("volume", &format!("{src}={dst}"));
+        }
+        put("debug", if self.debug { "1" } else { "0" });
+        lines.push("end".to_string());
+        lines.join("\n") + "\n"
+    }
+
+    /// Parses the config file's text.
+    pub fn decode(text: &str) -> Result<GuestConfig, ConfigError> {
+        let mut lines = text.lines();
+        if lines.next() != Some(CONFIG_HEADER) {
+            return Err(ConfigError(format!("first line is not {CONFIG_HEADER:?}")));
+        }
+        let mut c = GuestConfig::default();
+        let mut ended = false;
+        for line in lines {
+            if ended {
+                return Err(ConfigError("text after `end`".into()));
+            }
+            if line == "end" {
+                ended = true;
+                continue;
+            }
+            let (key, raw) = line
+                .split_once(' ')
+                .ok_or_else(|| ConfigError(format!("line {line:?} has no value")))?;
+            c.set(key, &unescape(raw)?)?;
+        }
+        if !ended {
+            return Err(ConfigError("truncated (no `end` line)".into()));
+        }
+        if c.args.is_empty() {
+            return Err(ConfigError("no `arg` line".into()));
+        }
+        Ok(c)
+    }
+
+    fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| ConfigError(format!("{key}: {v:?} is not a number")))
+        };
+        let pair = |v: &str| {
+            v.split_once('=')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| ConfigError(format!("{key}: {v:?} has no '='")))
+        };
+        match key {
+            "arg" => self.args.push(v.to_string()),
+            "env" => self.env.push(pair(v)?),
+            "cwd" => self.cwd = v.to_string(),
+            "uid" => self.uid = to_u32(key, num(v)?)?,
+            "gid" => self.gid = to_u32(key, num(v)?)?,
+            "hostname" => self.hostname = v.to_string(),
+            "read_only" => self.read_only = v == "1",
+            "memory" => self.memory = Some(num(v)?),
+            "pids" => self.pids = Some(num(v)?),
+            "cpu_max" => {
+                let (q, p) = v
+                    .split_once(' ')
+                    .ok_or_else(|| ConfigError(format!("cpu_max: {v:?} is not QUOTA PERIOD")))?;
+                self.cpu_max = Some((num(q)?, num(p)?));
+            }
+            "volume" => self.volumes.push(pair(v)?),
+            "debug" => self.debug = v == "1",
+            _ => return Err(ConfigError(format!("unknown key {key:?}"))),
+        }
+        Ok(())
+    }
+}
+
+fn to_u32(key: &str, n: u64) -> Result<u32, ConfigError> {
+    u32::try_from(n).map_err(|_| ConfigError(format!("{key}: {n} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> GuestConfig {
+        GuestConfig {
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo 'a b'\n\t%x=y ü".into(),
+                String::new(),
+            ],
+            env: vec![
+                ("PATH".into(), "/bin".into()),
+                ("X".into(), "a=b c".into()),
+                ("EMPTY".into(), String::new()),
+            ],
+            cwd: "/work dir".into(),
+            uid: 1000,
+            gid: 100,
+            hostname: "h".into(),
+            read_only: true,
+            memory: Some(64 << 20),
+            pids: Some(10),
+            cpu_max: Some((50_000, 100_000)),
+            volumes: vec![("/isol/volumes/0".into(), "/data".into())],
+            debug: false,
+        }
+    }
+
+    #[test]
+    fn test_config_round_trip_keeps_every_byte() {
+        let c = sample();
+        assert_eq!(GuestConfig::decode(&c.encode()).unwrap(), c);
+        let minimal = GuestConfig {
+            args: vec!["true".into()],
+            ..GuestConfig::default()
+        };
+        assert_eq!(GuestConfig::decode(&minimal.encode()).unwrap(), minimal);
+    }
+
+    #[test]
+    fn test_config_lines_have_no_raw_whitespace_in_values() {
+        let text = sample().encode();
+        for line in text.lines() {
+            assert!(line.matches(' ').count() <= 1, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn test_config_truncated_or_garbled_is_error() {
+        let text = sample().encode();
+        let cut = &text[..text.len() - 4];
+        assert!(GuestConfig::decode(cut).is_err());
+        assert!(GuestConfig::decode("hello\nend\n").is_err());
+        let bad = format!("{CONFIG_HEADER}\narg %G1\nend\n");
+        assert!(GuestConfig::decode(&bad).is_err());
+        let unknown = format!("{CONFIG_HEADER}\narg x\nfoo 1\nend\n");
+        assert!(GuestConfig::decode(&unknown).is_err());
+        let no_args = format!("{CONFIG_HEADER}\ncwd /\nend\n");
+        assert!(GuestConfig::decode(&no_args).is_err());
+    }
+
+    #[test]
+    fn test_exit_report_round_trip() {
+        for r in [
+            ExitReport::Exited(0),
+            ExitReport::Exited(255),
+            ExitReport::Signaled(9),
+            ExitReport::ExecFailed(2),
+            ExitReport::InitFailed(0),
+        ] {
+            assert_eq!(ExitReport::decode(r.encode()), Some(r));
+        }
+    }
+
+    #[test]
+    fn test_exit_report_garbage_is_none() {
+        assert_eq!(ExitReport::decode(0), None);
+        assert_eq!(ExitReport::decode(0xffff_ffff), None);
+        assert_eq!(ExitReport::decode((1 << 24) | 256), None);
+        assert_eq!(ExitReport::decode(2 << 24), None);
+    }
+}
