@@ -1,0 +1,122 @@
+"""Sections that need a real guest kernel (VM mode) and the throughput section.
+
+On a PVM host, ordinary guest kernels cannot boot, so `vm-real` and the VM half of
+`throughput` run inside the nested lab (tests/lab/run.sh): bench.py re-runs itself there
+with `--only vm-real,throughput-vm --lab-inner` and reads the JSON it prints.
+"""
+
+import os
+
+import fixtures
+import runner
+import sections as S
+
+MIB = 1024 * 1024
+
+
+def _guest_ram_mib(initramfs_bytes):
+    """isol's VM-mode guest RAM with no --memory (vmm/src/backend/plan.rs guest_ram):
+    512 MiB workload + 96 MiB overhead + 2 x initramfs, rounded up to 2 MiB."""
+    raw = 512 * MIB + 96 * MIB + 2 * initramfs_bytes
+    return -(-raw // (2 * MIB)) * 2
+
+
+# vmm/src/backend/plan.rs cmdline(), plus the marker-printing /init of our initramfs.
+QEMU_VM_CMDLINE = ("console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux "
+                   "i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rdinit=/init")
+QEMU_INIT = b"#!/bin/sh\n/bin/true\necho BENCH_INIT_OK\nexec reboot -f\n"
+
+
+def vm_real(ctx):
+    """3. `isol run --mode vm -- true` vs QEMU microvm, same kernel, busybox initramfs."""
+    sec = S._section("VM mode with the real guest kernel: `true`", S._venue(ctx))
+    if ctx.pvm and not ctx.lab:
+        sec["missing"].append("PVM host: runs in the nested lab (see the lab section below)")
+        return sec
+    kernel = fixtures.find_kernel()
+    rootfs = ctx.get_rootfs()
+    cands = []
+    if ctx.isol:
+        cands.append(runner.Cand("isol", "isol run --mode vm -- true",
+                                 S._isol(ctx, "run", "--mode", "vm", "--", "true"), timeout=120))
+    if kernel is None:
+        sec["missing"].append("no guest kernel ($ISOL_KERNEL or <cache>/kernels/default/vmlinux): "
+                              "kernels/build.sh builds it; QEMU baseline skipped")
+    elif rootfs is None:
+        sec["missing"].append("no busybox rootfs in isol's cache: QEMU baseline skipped")
+    elif S._tools(sec, ["qemu-system-x86_64"]):
+        initrd = fixtures.build_initramfs(rootfs, os.path.join(ctx.tmp, "qemu-initramfs.cpio"), QEMU_INIT)
+        mib = _guest_ram_mib(os.path.getsize(initrd))
+        argv = S.QEMU_BASE + ["-m", f"{mib}M", "-smp", "1", "-device", "i8042", "-kernel", kernel,
+                              "-initrd", initrd, "-append", QEMU_VM_CMDLINE]
+        cands.append(runner.Cand("qemu", f"qemu-system-x86_64 -M microvm (same kernel, {mib} MiB)",
+                                 lambda i: argv, timeout=120, keep_tail=4096,
+                                 check=S._has(S.INIT_MARK)))
+        sec["guest_mib"] = mib
+        sec["notes"].append(f"kernel: {kernel}")
+        sec["notes"].append(f"QEMU initramfs: busybox rootfs + /init (true; echo BENCH_INIT_OK; reboot -f), "
+                            f"uncompressed, {os.path.getsize(initrd) // 1024} KiB, built by the bench")
+        sec["notes"].append("QEMU: " + " ".join(S.QEMU_BASE + ["-m", f"{mib}M", "-smp", "1", "-device", "i8042",
+                                                          "-kernel", "K", "-initrd", "I", "-append",
+                                                          repr(QEMU_VM_CMDLINE)]))
+    runs, warm = (10, 1) if ctx.lab else (20, 2)
+    S._run_and_fill(ctx, sec, "vm-real", cands, ctx.plan(runs, warm), S.EXIT_METRICS)
+    return sec
+
+
+def _mbps(s):
+    return s.out_bytes / 1e6 / (s.exit_ms / 1000.0) if s.exit_ms else None
+
+
+def _stream_mbps(s):
+    if s.first_ms is None or s.last_ms is None or s.last_ms <= s.first_ms:
+        return None
+    return s.out_bytes / 1e6 / ((s.last_ms - s.first_ms) / 1000.0)
+
+
+def _all_bytes(s):
+    return None if s.out_bytes == S.PIPE_BYTES else f"got {s.out_bytes} bytes, expected {S.PIPE_BYTES}"
+
+
+PIPE_METRICS = {"exit_ms": lambda s: s.exit_ms, "mbps": _mbps, "stream_mbps": _stream_mbps}
+
+
+def _pipe_cands(ctx, sec, modes):
+    cands = []
+    if ctx.isol:
+        for mode in modes:
+            cands.append(runner.Cand(f"isol_{mode}", f"isol run --mode {mode} -- sh -c '{S.PIPE_CMD}'",
+                                     S._isol(ctx, "run", "--mode", mode, "--", "sh", "-c", S.PIPE_CMD),
+                                     check=_all_bytes, timeout=300, rss=False))
+    rootfs = ctx.get_rootfs()
+    if rootfs and S._tools(sec, ["unshare"]):
+        cands.append(runner.Cand("unshare", f"unshare ... chroot ROOTFS sh -c '{S.PIPE_CMD}' (floor)",
+                                 lambda i: S.TRUE_NS + ["chroot", rootfs, "sh", "-c", S.PIPE_CMD],
+                                 check=_all_bytes, timeout=300, rss=False))
+    return cands
+
+
+def throughput(ctx):
+    """4. 50 MiB of zeros from the workload to a pipe read by the bench."""
+    sec = S._section(f"Throughput: sh -c '{S.PIPE_CMD}' to a pipe", S._venue(ctx))
+    sec["kind"] = "pipe"
+    modes = ["container"] if ctx.pvm and not ctx.lab else ["container", "vm"]
+    if ctx.pvm and not ctx.lab:
+        sec["notes"].append("VM mode on this PVM host: measured in the nested lab (section below)")
+    sec["notes"].append("MB/s = 52.4 MB / (spawn to exit); stream MB/s = bytes / (first to last byte)")
+    _run_and_fill(ctx, sec, "throughput", _pipe_cands(ctx, sec, modes), ctx.plan(15, 2))
+    return sec
+
+
+def throughput_vm(ctx):
+    """4b. The VM half of throughput, with its own floor, where VM mode can run."""
+    sec = S._section(f"Throughput, VM mode: sh -c '{S.PIPE_CMD}' to a pipe", S._venue(ctx))
+    sec["kind"] = "pipe"
+    sec["notes"].append("the unshare floor is measured here too, on the same (emulated) CPU")
+    runs, warm = (5, 1) if ctx.lab else (15, 2)
+    _run_and_fill(ctx, sec, "throughput-vm", _pipe_cands(ctx, sec, ["vm"]), ctx.plan(runs, warm))
+    return sec
+
+
+def _run_and_fill(ctx, sec, name, cands, plan):
+    S._run_and_fill(ctx, sec, name, cands, plan, PIPE_METRICS)
