@@ -1,7 +1,42 @@
 //! isol-container: runs a workload in Linux namespaces and cgroups.
+//!
+//! [`ContainerBackend::prepare`] validates what only this backend can check, computes the
+//! mount plan and cgroup writes as data, writes the run record and creates the cgroups.
+//! [`PreparedContainer::run`] clones the container's init into new pid, mount, uts, ipc,
+//! net and cgroup namespaces, waits for the workload and removes the cgroups and the run
+//! record whatever happened (dropping a `PreparedContainer` removes them too).
+//!
+//! Module map: `syscall` (the kernel, behind a trait with a recording fake), `rootfs`
+//! (mount plan), `cgroup` (layout detection, limits), `namespaces`, `security`
+//! (privilege drop), `exec` (PATH lookup), `init` (code inside the container),
+//! `process` (clone, signals, timeout, outcome), `record` + `gc` (cleanup after kills).
 #![warn(missing_docs)]
 
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use isol_common::security::default_capability_mask;
 use isol_common::{Backend, Prepared, WorkloadExit, WorkloadSpec};
+
+pub mod cgroup;
+mod error;
+pub mod exec;
+pub mod gc;
+pub mod init;
+pub mod namespaces;
+pub mod process;
+pub mod record;
+pub mod report;
+pub mod rootfs;
+pub mod security;
+pub mod syscall;
+
+pub use error::ContainerError;
+
+use cgroup::{Cgroups, Controller, CpusetInfo, Layout};
+use init::ChildConfig;
+use record::{Owner, RunRecord};
 
 /// The container backend.
 #[derive(Debug, Default)]
@@ -23,34 +58,173 @@ impl ContainerBackend {
     }
 }
 
-/// Removes what killed runs left behind; returns a line per thing removed.
+/// Where this backend keeps run records: `<run_dir>/container`.
+pub fn records_dir() -> PathBuf {
+    isol_common::paths::run_dir().join("container")
+}
+
+/// Removes what killed runs left behind; returns a line per run cleaned.
 pub fn gc() -> Result<Vec<String>, ContainerError> {
-    Ok(Vec::new())
+    Ok(gc::collect(&records_dir()))
 }
 
-/// Errors of the container backend.
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    /// Placeholder until the backend lands.
-    #[error("The container backend is not built yet")]
-    NotBuilt,
-}
-
-/// A prepared container.
+/// A prepared container: cgroups created, run record written. Field order matters:
+/// the cgroups are removed before the record that names them.
 #[derive(Debug)]
-pub struct PreparedContainer {}
+pub struct PreparedContainer {
+    cgroups: Cgroups,
+    record: RunRecord,
+    child: ChildConfig,
+    command: String,
+    timeout: Option<Duration>,
+    verbose: bool,
+    started: Instant,
+}
+
+fn cstring(s: &str, what: &'static str) -> Result<CString, ContainerError> {
+    CString::new(s).map_err(|_| ContainerError::Nul { what })
+}
+
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("isol-{}-{nanos:08x}", std::process::id())
+}
+
+fn cgroup_plan(
+    spec: &WorkloadSpec,
+    id: &str,
+) -> Result<Vec<cgroup::CgroupDir>, cgroup::CgroupError> {
+    let r = &spec.resources;
+    if r.memory.is_none() && r.pids.is_none() && r.cpus.is_none() {
+        return Ok(Vec::new());
+    }
+    let layout =
+        Layout::detect(Path::new("/proc/self")).map_err(|source| cgroup::CgroupError::Detect {
+            path: "/proc/self/mountinfo".into(),
+            source,
+        })?;
+    let cpuset = match (r.cpus, layout.find(Controller::Cpuset)) {
+        (Some(_), Some(h)) => cgroup::read_cpuset(h)?,
+        _ => CpusetInfo::default(),
+    };
+    cgroup::plan(&layout, r, id, &cpuset)
+}
+
+fn child_config(
+    spec: &WorkloadSpec,
+    steps: Vec<rootfs::Step>,
+    unshare_cgroup: bool,
+) -> Result<ChildConfig, ContainerError> {
+    let env = spec.effective_env();
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    let candidates = exec::candidates(&spec.args[0], path)
+        .iter()
+        .map(|c| cstring(c, "command"))
+        .collect::<Result<_, _>>()?;
+    Ok(ChildConfig {
+        steps,
+        hostname: spec.hostname.clone(),
+        unshare_cgroup,
+        identity: security::Identity {
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            caps: default_capability_mask(),
+        },
+        cwd: spec.cwd.clone(),
+        argv: spec
+            .args
+            .iter()
+            .map(|a| cstring(a, "command"))
+            .collect::<Result<_, _>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}"), "environment"))
+            .collect::<Result<_, _>>()?,
+        candidates,
+    })
+}
 
 impl Backend for ContainerBackend {
     type Error = ContainerError;
     type Prepared = PreparedContainer;
-    fn prepare(&self, _spec: &WorkloadSpec) -> Result<PreparedContainer, ContainerError> {
-        Err(ContainerError::NotBuilt)
+
+    fn prepare(&self, spec: &WorkloadSpec) -> Result<PreparedContainer, ContainerError> {
+        let started = Instant::now();
+        let rootfs = spec.rootfs.as_deref().ok_or(ContainerError::NoRootfs)?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err(ContainerError::NotRoot);
+        }
+        let base = records_dir();
+        for line in gc::collect(&base) {
+            if self.opts.verbose {
+                eprintln!("isol: cleaned up {line}");
+            }
+        }
+        let id = run_id();
+        let cg_plan = cgroup_plan(spec, &id).map_err(ContainerError::Cgroup)?;
+        let scratch = base.join(&id);
+        let steps = rootfs::plan(
+            &rootfs::RootfsConfig {
+                rootfs,
+                scratch: &scratch,
+                read_only: spec.read_only,
+                volumes: &spec.volumes,
+                cwd: &spec.cwd,
+            },
+            &|p: &Path| p.is_dir(),
+        )
+        .map_err(ContainerError::Plan)?;
+        let child = child_config(spec, steps, !cg_plan.is_empty())?;
+        let me = std::process::id() as i32;
+        let owner = Owner {
+            pid: me,
+            start: record::start_time(me).unwrap_or(0),
+            cgroups: cg_plan.iter().map(|d| d.path.clone()).collect(),
+        };
+        let record =
+            RunRecord::create(&base, &id, &owner).map_err(|source| ContainerError::Record {
+                path: scratch.clone(),
+                parent: base.clone(),
+                source,
+            })?;
+        let cgroups = cgroup::create(cg_plan).map_err(ContainerError::Cgroup)?;
+        if self.opts.verbose {
+            eprintln!("isol: container {id}: cgroups {:?}", cgroups.paths());
+        }
+        Ok(PreparedContainer {
+            cgroups,
+            record,
+            child,
+            command: spec.args[0].clone(),
+            timeout: spec.timeout,
+            verbose: self.opts.verbose,
+            started,
+        })
     }
 }
 
 impl Prepared for PreparedContainer {
     type Error = ContainerError;
-    fn run(self) -> Result<WorkloadExit, ContainerError> {
-        Err(ContainerError::NotBuilt)
+
+    fn run(mut self) -> Result<WorkloadExit, ContainerError> {
+        let result = process::run(&self.child, &self.cgroups, self.timeout, &self.command);
+        let mut problems = self.cgroups.remove();
+        problems.extend(self.record.remove());
+        for p in &problems {
+            eprintln!("isol: warning: {p} (`isol gc` retries)");
+        }
+        if self.verbose {
+            eprintln!(
+                "isol: container {} done in {:?}: {result:?}",
+                self.record.dir().display(),
+                self.started.elapsed()
+            );
+        }
+        result
     }
 }

@@ -1,0 +1,408 @@
+//! Per-run cgroups: `<own cgroup>/isol/<run id>` in each v1 hierarchy that carries a
+//! limited controller, or `<cgroup2 root>/isol/<run id>` for controllers only cgroup2
+//! has. The limits are computed as data ([`plan`]: which files get which values), then
+//! written by [`create`]. The filesystem root is whatever the [`Layout`] says, so tests
+//! run the same code against a TempDir (Firecracker's `MockCgroupFs` idea).
+//!
+//! Only controllers the spec limits get a cgroup: an unlimited run costs no cgroup work.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use isol_common::spec::Resources;
+
+pub mod layout;
+
+pub use layout::{Controller, Hierarchy, Layout, Version};
+
+/// CFS period in microseconds (the kernel's default, as docker uses).
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+/// A cgroup failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// /proc/self/mountinfo or /proc/self/cgroup unreadable.
+    #[error("Cannot read the cgroup layout from {path}")]
+    Detect {
+        /// What was read.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The spec asks for a limit the host has no controller for.
+    #[error("The {limit} limit needs the {controller} cgroup controller, which is mounted neither as cgroup v1 nor in cgroup2 on this host; mount it or drop the limit")]
+    NoController {
+        /// Which limit (`memory`, `pids`, `cpus`).
+        limit: &'static str,
+        /// Which controller.
+        controller: &'static str,
+    },
+    /// More CPUs asked for than isol may use.
+    #[error("cpus = {cpus} needs {wanted} CPUs but only {available} are available here; use --cpus {available} or less")]
+    TooManyCpus {
+        /// As given.
+        cpus: f64,
+        /// ceil(cpus).
+        wanted: u32,
+        /// CPUs in isol's cpuset.
+        available: usize,
+    },
+    /// mkdir of a cgroup failed.
+    #[error("Cannot create cgroup {path}")]
+    Create {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A limit could not be written.
+    #[error("Cannot write {value:?} to {path}")]
+    Write {
+        /// The control file.
+        path: PathBuf,
+        /// The value.
+        value: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the CPUs isol may use failed.
+    #[error("Cannot read the CPU set from {path}")]
+    ReadCpuset {
+        /// The control file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One control-file write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The control file.
+    pub path: PathBuf,
+    /// What to write.
+    pub value: String,
+    /// Skip silently if the file does not exist (memsw, swap.max).
+    pub optional: bool,
+}
+
+/// One cgroup of the run, in one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupDir {
+    /// The shared `isol` parent.
+    pub parent: PathBuf,
+    /// This run's cgroup.
+    pub path: PathBuf,
+    /// Writes that prepare the parent (cpuset init on v1, subtree_control on v2).
+    pub parent_writes: Vec<Write>,
+    /// The limits.
+    pub writes: Vec<Write>,
+}
+
+fn w(dir: &Path, file: &str, value: impl ToString) -> Write {
+    Write {
+        path: dir.join(file),
+        value: value.to_string(),
+        optional: false,
+    }
+}
+
+fn opt(dir: &Path, file: &str, value: impl ToString) -> Write {
+    Write {
+        optional: true,
+        ..w(dir, file, value)
+    }
+}
+
+/// What the cpuset hierarchy offers: the CPUs and memory nodes of isol's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpusetInfo {
+    /// CPUs isol may use.
+    pub cpus: Vec<u32>,
+    /// Memory nodes (kernel list syntax), needed by v1 cpusets.
+    pub mems: String,
+}
+
+/// Reads the CPUs and memory nodes isol's own cpuset allows.
+pub fn read_cpuset(h: &Hierarchy) -> Result<CpusetInfo, CgroupError> {
+    let (cpus_file, mems_file) = match h.version {
+        Version::V1 => (h.own_dir.join("cpuset.cpus"), h.own_dir.join("cpuset.mems")),
+        Version::V2 => (
+            h.mountpoint.join("cpuset.cpus.effective"),
+            h.mountpoint.join("cpuset.mems.effective"),
+        ),
+    };
+    let read = |p: &Path| {
+        fs::read_to_string(p).map_err(|source| CgroupError::ReadCpuset {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    Ok(CpusetInfo {
+        cpus: layout::parse_cpu_list(&read(&cpus_file)?),
+        mems: read(&mems_file)?.trim().to_string(),
+    })
+}
+
+fn cpu_list(cpus: &[u32]) -> String {
+    cpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Which controllers a spec needs, with the limit that needs each.
+fn needed(r: &Resources) -> Vec<(Controller, &'static str)> {
+    let mut v = Vec::new();
+    if r.memory.is_some() {
+        v.push((Controller::Memory, "memory"));
+    }
+    if r.pids.is_some() {
+        v.push((Controller::Pids, "pids"));
+    }
+    if r.cpus.is_some() {
+        v.push((Controller::Cpu, "cpus"));
+        v.push((Controller::Cpuset, "cpus"));
+    }
+    v
+}
+
+fn parent_of(h: &Hierarchy) -> PathBuf {
+    match h.version {
+        Version::V1 => h.own_dir.join("isol"),
+        // cgroup2 forbids processes in inner nodes, so the parent hangs off the root.
+        Version::V2 => h.mountpoint.join("isol"),
+    }
+}
+
+/// Computes the cgroups of a run named `name` and every file write they need.
+/// `cpuset` is what [`read_cpuset`] found (only used when `cpus` is limited).
+pub fn plan(
+    layout: &Layout,
+    r: &Resources,
+    name: &str,
+    cpuset: &CpusetInfo,
+) -> Result<Vec<CgroupDir>, CgroupError> {
+    let mut dirs: Vec<CgroupDir> = Vec::new();
+    for (c, limit) in needed(r) {
+        let h = layout.find(c).ok_or(CgroupError::NoController {
+            limit,
+            controller: c.name(),
+        })?;
+        let parent = parent_of(h);
+        let path = parent.join(name);
+        let idx = match dirs.iter().position(|d| d.path == path) {
+            Some(i) => i,
+            None => {
+                dirs.push(CgroupDir {
+                    parent: parent.clone(),
+                    path: path.clone(),
+                    parent_writes: Vec::new(),
+                    writes: Vec::new(),
+                });
+                dirs.len() - 1
+            }
+        };
+        let d = &mut dirs[idx];
+        if h.version == Version::V2 {
+            for dir in [&h.mountpoint, &parent] {
+                d.parent_writes
+                    .push(w(dir, "cgroup.subtree_control", format!("+{}", c.name())));
+            }
+        }
+        limit_writes(c, h.version, r, cpuset, &parent, &path, d)?;
+    }
+    Ok(dirs)
+}
+
+fn limit_writes(
+    c: Controller,
+    v: Version,
+    r: &Resources,
+    cpuset: &CpusetInfo,
+    parent: &Path,
+    path: &Path,
+    d: &mut CgroupDir,
+) -> Result<(), CgroupError> {
+    match (c, v) {
+        (Controller::Memory, Version::V1) => {
+            let m = r.memory.unwrap_or_default();
+            d.writes.push(w(path, "memory.limit_in_bytes", m));
+            d.writes.push(opt(path, "memory.memsw.limit_in_bytes", m));
+        }
+        (Controller::Memory, Version::V2) => {
+            d.writes
+                .push(w(path, "memory.max", r.memory.unwrap_or_default()));
+            d.writes.push(opt(path, "memory.swap.max", 0));
+        }
+        (Controller::Pids, _) => d
+            .writes
+            .push(w(path, "pids.max", r.pids.unwrap_or_default())),
+        (Controller::Cpu, _) => {
+            let cpus = r.cpus.unwrap_or(1.0);
+            // cpus <= 64, so the quota fits easily; it is at least the kernel's 1 ms.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let quota = ((cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);
+            if v == Version::V1 {
+                d.writes.push(w(path, "cpu.cfs_period_us", CFS_PERIOD_US));
+                d.writes.push(w(path, "cpu.cfs_quota_us", quota));
+            } else {
+                d.writes
+                    .push(w(path, "cpu.max", format!("{quota} {CFS_PERIOD_US}")));
+            }
+        }
+        (Controller::Cpuset, _) => {
+            let cpus = r.cpus.unwrap_or(1.0);
+            // Same bound as above.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let wanted = cpus.ceil() as u32;
+            if wanted as usize > cpuset.cpus.len() {
+                return Err(CgroupError::TooManyCpus {
+                    cpus,
+                    wanted,
+                    available: cpuset.cpus.len(),
+                });
+            }
+            let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
+            if v == Version::V1 {
+                // v1 cpusets start empty and refuse tasks until both files are set.
+                d.parent_writes
+                    .push(w(parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
+                d.parent_writes.push(w(parent, "cpuset.mems", &cpuset.mems));
+                d.writes.push(w(path, "cpuset.cpus", chosen));
+                d.writes.push(w(path, "cpuset.mems", &cpuset.mems));
+            } else {
+                d.writes.push(w(path, "cpuset.cpus", chosen));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cgroups of a run, created. Removed by [`Cgroups::remove`] (also on drop).
+#[derive(Debug, Default)]
+pub struct Cgroups {
+    dirs: Vec<CgroupDir>,
+}
+
+fn write_file(wr: &Write) -> Result<(), CgroupError> {
+    match fs::write(&wr.path, &wr.value) {
+        Err(e) if wr.optional && e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r.map_err(|source| CgroupError::Write {
+            path: wr.path.clone(),
+            value: wr.value.clone(),
+            source,
+        }),
+    }
+}
+
+fn mkdir(path: &Path) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
+    }
+}
+
+/// Creates one cgroup: parent (shared, may be removed concurrently by another run's
+/// cleanup, hence the retry), parent writes, the cgroup, its limits.
+fn create_one(d: &CgroupDir) -> Result<(), CgroupError> {
+    let create_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CgroupError::Create { path, source }
+    };
+    let mut attempt = 0;
+    loop {
+        mkdir(&d.parent).map_err(create_err(&d.parent))?;
+        d.parent_writes.iter().try_for_each(write_file)?;
+        match fs::create_dir(&d.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => attempt += 1,
+            r => {
+                r.map_err(create_err(&d.path))?;
+                break;
+            }
+        }
+    }
+    d.writes.iter().try_for_each(write_file)
+}
+
+/// Creates every cgroup of the plan; on failure removes what it made.
+pub fn create(plan: Vec<CgroupDir>) -> Result<Cgroups, CgroupError> {
+    let mut made = Cgroups::default();
+    for d in plan {
+        let r = create_one(&d);
+        made.dirs.push(d);
+        if let Err(e) = r {
+            made.remove();
+            return Err(e);
+        }
+    }
+    Ok(made)
+}
+
+/// Removes a cgroup directory, waiting briefly while the kernel still counts exiting
+/// tasks in it; then tries the shared parent (fails harmlessly while others use it).
+pub fn remove_dir(path: &Path, parent: Option<&Path>) -> io::Result<()> {
+    let mut last = Ok(());
+    for i in 0..200 {
+        last = match fs::remove_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+        match &last {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            _ => break,
+        }
+        std::thread::sleep(Duration::from_micros(if i < 20 { 100 } else { 5000 }));
+    }
+    if let Some(p) = parent {
+        let _ = fs::remove_dir(p);
+    }
+    last
+}
+
+impl Cgroups {
+    /// Whether there is any cgroup (no limits means none).
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// The run's cgroup directories.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    /// Moves process `pid` (and its future children) into every cgroup of the run.
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        let value = pid.to_string();
+        for d in &self.dirs {
+            write_file(&w(&d.path, "cgroup.procs", &value))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every cgroup; returns the failures (as text, for warnings).
+    pub fn remove(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for d in self.dirs.drain(..) {
+            if let Err(e) = remove_dir(&d.path, Some(&d.parent)) {
+                errors.push(format!("cannot remove cgroup {}: {e}", d.path.display()));
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests;

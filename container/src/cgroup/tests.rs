@@ -1,0 +1,198 @@
+use std::fs;
+use std::path::Path;
+
+use isol_common::spec::Resources;
+use tempfile::TempDir;
+
+use super::*;
+
+/// A fake cgroupfs in a TempDir: `layout(v2)` returns a Layout whose mount points live
+/// under the TempDir, with the control files the real kernel would show.
+struct FakeCgroupFs {
+    tmp: TempDir,
+}
+
+impl FakeCgroupFs {
+    fn new() -> Self {
+        FakeCgroupFs {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn hybrid(&self) -> Layout {
+        let mut mi = String::new();
+        for (i, c) in ["cpu", "cpuacct", "cpuset", "memory", "pids"]
+            .iter()
+            .enumerate()
+        {
+            let m = self.root().join(c);
+            fs::create_dir_all(&m).unwrap();
+            mi += &format!(
+                "{} 31 0:{i} / {} rw - cgroup cgroup rw,{c}\n",
+                32 + i,
+                m.display()
+            );
+        }
+        let own = self.root().join("memory/api");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(self.root().join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
+        fs::write(self.root().join("cpuset/cpuset.mems"), "0\n").unwrap();
+        let u = self.root().join("unified");
+        fs::create_dir_all(&u).unwrap();
+        mi += &format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", u.display());
+        Layout::parse(&mi, "4:memory:/api\n0::/\n", &|_| "hugetlb".into())
+    }
+
+    fn v2(&self) -> Layout {
+        let m = self.root().join("unified");
+        fs::create_dir_all(&m).unwrap();
+        fs::write(m.join("cpuset.cpus.effective"), "0-1\n").unwrap();
+        fs::write(m.join("cpuset.mems.effective"), "0\n").unwrap();
+        let mi = format!("30 23 0:26 / {} rw - cgroup2 cgroup2 rw\n", m.display());
+        Layout::parse(&mi, "0::/\n", &|_| "cpuset cpu memory pids".into())
+    }
+
+    fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+}
+
+fn limits(memory: Option<u64>, pids: Option<u64>, cpus: Option<f64>) -> Resources {
+    Resources { cpus, memory, pids }
+}
+
+#[test]
+fn test_plan_no_limits_no_cgroups() {
+    let fs_ = FakeCgroupFs::new();
+    let dirs = plan(
+        &fs_.hybrid(),
+        &Resources::default(),
+        "isol-1-a",
+        &CpusetInfo::default(),
+    )
+    .unwrap();
+    assert!(dirs.is_empty());
+}
+
+#[test]
+fn test_create_hybrid_v1_writes_limits_in_own_hierarchies() {
+    let fs_ = FakeCgroupFs::new();
+    let layout = fs_.hybrid();
+    let cpuset = read_cpuset(layout.find(Controller::Cpuset).unwrap()).unwrap();
+    assert_eq!(cpuset.cpus, [0, 1, 2, 3]);
+    let r = limits(Some(64 << 20), Some(10), Some(1.5));
+    let p = plan(&layout, &r, "isol-1-a", &cpuset).unwrap();
+    assert_eq!(p.len(), 4, "{p:#?}");
+    let cg = create(p).unwrap();
+    assert_eq!(
+        fs_.read("memory/api/isol/isol-1-a/memory.limit_in_bytes"),
+        "67108864"
+    );
+    assert_eq!(
+        fs_.read("memory/api/isol/isol-1-a/memory.memsw.limit_in_bytes"),
+        "67108864"
+    );
+    assert_eq!(fs_.read("pids/isol/isol-1-a/pids.max"), "10");
+    assert_eq!(fs_.read("cpu/isol/isol-1-a/cpu.cfs_period_us"), "100000");
+    assert_eq!(fs_.read("cpu/isol/isol-1-a/cpu.cfs_quota_us"), "150000");
+    assert_eq!(fs_.read("cpuset/isol/cpuset.cpus"), "0,1,2,3");
+    assert_eq!(fs_.read("cpuset/isol/cpuset.mems"), "0");
+    assert_eq!(fs_.read("cpuset/isol/isol-1-a/cpuset.cpus"), "0,1");
+    assert_eq!(fs_.read("cpuset/isol/isol-1-a/cpuset.mems"), "0");
+    cg.attach(4242).unwrap();
+    for c in ["memory/api", "pids", "cpu", "cpuset"] {
+        assert_eq!(fs_.read(&format!("{c}/isol/isol-1-a/cgroup.procs")), "4242");
+    }
+    assert!(!fs_.root().join("unified/isol").exists());
+    std::mem::forget(cg);
+}
+
+#[test]
+fn test_create_pure_v2_single_cgroup_with_subtree_control() {
+    let fs_ = FakeCgroupFs::new();
+    let layout = fs_.v2();
+    let cpuset = read_cpuset(layout.find(Controller::Cpuset).unwrap()).unwrap();
+    let r = limits(Some(32 << 20), Some(5), Some(0.5));
+    let p = plan(&layout, &r, "isol-2-b", &cpuset).unwrap();
+    assert_eq!(p.len(), 1, "one cgroup2 directory for every controller");
+    let cg = create(p).unwrap();
+    assert_eq!(fs_.read("unified/isol/isol-2-b/memory.max"), "33554432");
+    assert_eq!(fs_.read("unified/isol/isol-2-b/pids.max"), "5");
+    assert_eq!(fs_.read("unified/isol/isol-2-b/cpu.max"), "50000 100000");
+    assert_eq!(fs_.read("unified/isol/isol-2-b/cpuset.cpus"), "0");
+    // The fake file keeps only the last write; the kernel accumulates them.
+    assert!(fs_.read("unified/cgroup.subtree_control").starts_with('+'));
+    assert!(fs_
+        .root()
+        .join("unified/isol/cgroup.subtree_control")
+        .exists());
+    // memory.swap.max does not exist in the fake (no swap): optional, skipped.
+    std::mem::forget(cg);
+}
+
+#[test]
+fn test_plan_too_many_cpus_is_clear_error() {
+    let fs_ = FakeCgroupFs::new();
+    let layout = fs_.v2();
+    let cpuset = read_cpuset(layout.find(Controller::Cpuset).unwrap()).unwrap();
+    let e = plan(&layout, &limits(None, None, Some(2.5)), "x", &cpuset).unwrap_err();
+    assert!(matches!(
+        e,
+        CgroupError::TooManyCpus {
+            wanted: 3,
+            available: 2,
+            ..
+        }
+    ));
+    assert!(e.to_string().contains("--cpus 2 or less"), "{e}");
+}
+
+#[test]
+fn test_plan_missing_controller_names_limit() {
+    let layout = Layout::default();
+    let e = plan(
+        &layout,
+        &limits(None, Some(3), None),
+        "x",
+        &CpusetInfo::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("pids limit needs the pids cgroup controller"),
+        "{e}"
+    );
+}
+
+#[test]
+fn test_create_failure_removes_what_it_made() {
+    let fs_ = FakeCgroupFs::new();
+    let layout = fs_.hybrid();
+    // pids.max unwritable: make it a directory.
+    let r = limits(Some(64 << 20), Some(10), None);
+    let mut p = plan(&layout, &r, "isol-3-c", &CpusetInfo::default()).unwrap();
+    p[1].writes[0].path = fs_.root().join("nonexistent/pids.max");
+    assert!(create(p).is_err());
+    assert!(
+        !fs_.root().join("memory/api/isol/isol-3-c").exists()
+            || fs::read_dir(fs_.root().join("memory/api/isol/isol-3-c"))
+                .unwrap()
+                .count()
+                > 0
+    );
+}
+
+#[test]
+fn test_remove_dir_missing_is_ok_and_parent_best_effort() {
+    let fs_ = FakeCgroupFs::new();
+    let parent = fs_.root().join("p");
+    let child = parent.join("c");
+    fs::create_dir_all(&child).unwrap();
+    remove_dir(&child, Some(&parent)).unwrap();
+    assert!(!parent.exists());
+    remove_dir(&child, None).unwrap();
+}

@@ -1,0 +1,362 @@
+//! Starting the container and waiting for it, from isol's side: the clone that creates
+//! the namespaces and the init, moving the init into its cgroups before it goes on,
+//! forwarding signals isol receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, blocked by the CLI
+//! and taken here with a signalfd), the timeout, and the outcome. Also the few
+//! process-level primitives (clone, fork, _exit, signal reset) the container side uses:
+//! with `syscall/linux.rs`, the only `unsafe` of this crate.
+
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use isol_common::{ExecFailure, WorkloadExit};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::cgroup::Cgroups;
+use crate::error::ContainerError;
+use crate::init::{self, ChildConfig};
+use crate::namespaces;
+use crate::report::Report;
+
+/// The signals isol forwards (the CLI blocks them in every thread before `prepare`).
+pub const ISOL_FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Ends the calling process at once, without running destructors or atexit handlers
+/// (the container side is a copy of isol: it must not remove isol's cgroups or records).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) takes no pointers and cannot fail; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// fork(2) in the init.
+pub fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: called only in the container's init, a clone of the single-threaded isol:
+    // no other thread can hold a lock that the child would inherit locked. The child only
+    // makes system calls, formats small messages and execs or _exits.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Clones the container's init into new namespaces; `None` in the child.
+fn clone_init(flags: CloneFlags) -> nix::Result<Option<Pid>> {
+    let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone(2) without CLONE_VM and with a null stack behaves like fork(2): the
+    // child gets a copy of the address space and continues on a copy of this stack. isol
+    // is single-threaded when it runs a container (the CLI starts no threads), so no lock
+    // is held by another thread in the copy. The child never returns into isol's code
+    // path: it runs `init::init_main`, which ends with `_exit`. No pointer is passed.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match Errno::result(rc)? {
+        0 => Ok(None),
+        // A pid always fits in i32.
+        #[allow(clippy::cast_possible_truncation)]
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Default disposition for every signal that can have one (isol's Rust runtime ignores
+/// SIGPIPE, and an ignored disposition would survive execve).
+pub fn reset_signals() -> nix::Result<()> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code in this process, so no handler can
+        // observe inconsistent state.
+        unsafe { sigaction(sig, &dfl) }?;
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` up as close-on-exec (close_range, Linux 5.11+; older
+/// kernels keep isol's fds, which Rust opens close-on-exec anyway).
+pub fn cloexec_from(first: u32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open fds of this
+    // process; it closes nothing and touches no memory.
+    let _ = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+}
+
+/// The pipes between isol and the init.
+struct Pipes {
+    report_r: OwnedFd,
+    report_w: OwnedFd,
+    sync: Option<(OwnedFd, OwnedFd)>,
+}
+
+fn pipes(with_sync: bool) -> Result<Pipes, ContainerError> {
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ContainerError::Pipe);
+    let (report_r, report_w) = pipe()?;
+    let sync = if with_sync { Some(pipe()?) } else { None };
+    Ok(Pipes {
+        report_r,
+        report_w,
+        sync,
+    })
+}
+
+fn reap(pid: Pid) -> Result<WaitStatus, ContainerError> {
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(ContainerError::Wait),
+        }
+    }
+}
+
+/// Starts the container and waits for the workload to end (or the timeout).
+pub fn run(
+    cfg: &ChildConfig,
+    cgroups: &Cgroups,
+    timeout: Option<Duration>,
+    command: &str,
+) -> Result<WorkloadExit, ContainerError> {
+    let p = pipes(!cgroups.is_empty())?;
+    let flags = namespaces::clone_flags(p.sync.is_some());
+    let Some(pid) = clone_init(flags).map_err(ContainerError::Clone)? else {
+        let Pipes {
+            report_r,
+            report_w,
+            sync,
+        } = p;
+        drop(report_r);
+        let sync_r = sync.map(|(r, w)| {
+            drop(w);
+            r
+        });
+        init::init_main(cfg, report_w, sync_r)
+    };
+    let Pipes {
+        report_r,
+        report_w,
+        sync,
+    } = p;
+    drop(report_w);
+    if let Some((sync_r, sync_w)) = sync {
+        drop(sync_r);
+        if let Err(e) = cgroups.attach(pid.as_raw()) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = reap(pid);
+            return Err(ContainerError::Attach(e));
+        }
+        nix::unistd::write(&sync_w, b"g").map_err(ContainerError::Pipe)?;
+    }
+    let waited = wait(pid, &report_r, timeout);
+    if waited.is_err() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let status = reap(pid)?;
+    let (reports, timed_out) = waited?;
+    outcome(&reports, status, timed_out, command)
+}
+
+fn forwarded_signalfd() -> Result<SignalFd, ContainerError> {
+    let mut set = SigSet::empty();
+    for s in ISOL_FORWARDED {
+        set.add(s);
+    }
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(ContainerError::Signalfd)
+}
+
+fn poll_timeout(deadline: Option<Instant>, timed_out: bool) -> PollTimeout {
+    match deadline {
+        Some(d) if !timed_out => {
+            let left = d.saturating_duration_since(Instant::now());
+            // Round up so we never wake just before the deadline and spin.
+            let ms = left.as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+        _ => PollTimeout::NONE,
+    }
+}
+
+/// Waits until the init closes the report pipe (it exited), forwarding signals and
+/// enforcing the timeout. Returns the reports and whether the timeout fired.
+fn wait(
+    pid: Pid,
+    report_r: &OwnedFd,
+    timeout: Option<Duration>,
+) -> Result<(Vec<Report>, bool), ContainerError> {
+    let sigfd = forwarded_signalfd()?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut buf = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let mut fds = [
+            PollFd::new(report_r.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, poll_timeout(deadline, timed_out)) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(ContainerError::Wait(e)),
+            Ok(_) => {}
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let (report_ready, sig_ready) = (ready(0), ready(1));
+        if sig_ready {
+            while let Ok(Some(info)) = sigfd.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    let _ = kill(pid, sig);
+                }
+            }
+        }
+        if !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = kill(pid, Signal::SIGKILL);
+            timed_out = true;
+        }
+        if report_ready {
+            let mut chunk = [0u8; 4096];
+            match nix::unistd::read(report_r, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(ContainerError::Wait(e)),
+            }
+        }
+    }
+    Ok((Report::decode_all(&buf), timed_out))
+}
+
+/// How the run ended, from the init's reports and its own wait status.
+pub fn outcome(
+    reports: &[Report],
+    init_status: WaitStatus,
+    timed_out: bool,
+    command: &str,
+) -> Result<WorkloadExit, ContainerError> {
+    if timed_out {
+        return Ok(WorkloadExit::TimedOut);
+    }
+    if let Some(Report::Setup { what, errno }) =
+        reports.iter().find(|r| matches!(r, Report::Setup { .. }))
+    {
+        return Err(ContainerError::Setup {
+            what: what.clone(),
+            source: std::io::Error::from_raw_os_error(*errno),
+        });
+    }
+    if let Some(Report::Exec(errno)) = reports.iter().find(|r| matches!(r, Report::Exec(_))) {
+        return Ok(WorkloadExit::ExecFailed {
+            failure: ExecFailure::from_errno(*errno),
+            command: command.to_string(),
+        });
+    }
+    for r in reports {
+        match r {
+            // Exit codes are 0..=255 by construction (waitpid's WEXITSTATUS).
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Report::Exited(code) => return Ok(WorkloadExit::Exited(*code as u8)),
+            Report::Signaled(sig) => return Ok(WorkloadExit::Signaled(*sig)),
+            _ => {}
+        }
+    }
+    match init_status {
+        // The init itself was killed (kill -9 of PID 1, OOM): the workload died with it.
+        WaitStatus::Signaled(_, sig, _) => Ok(WorkloadExit::Signaled(sig as i32)),
+        WaitStatus::Exited(_, code) => Err(ContainerError::InitExited { code }),
+        other => Err(ContainerError::InitExited {
+            code: -(other.pid().map_or(0, Pid::as_raw)),
+        }),
+    }
+}
+
+/// Whether an io error means "already gone".
+pub fn is_not_found(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid() -> Pid {
+        Pid::from_raw(42)
+    }
+
+    #[test]
+    fn test_outcome_exit_code_and_signal() {
+        let ok = WaitStatus::Exited(pid(), 0);
+        assert_eq!(
+            outcome(&[Report::Exited(7)], ok, false, "x").unwrap(),
+            WorkloadExit::Exited(7)
+        );
+        assert_eq!(
+            outcome(&[Report::Signaled(9)], ok, false, "x").unwrap(),
+            WorkloadExit::Signaled(9)
+        );
+    }
+
+    #[test]
+    fn test_outcome_exec_failure_wins_over_exit() {
+        let r = outcome(
+            &[Report::Exec(2), Report::Exited(127)],
+            WaitStatus::Exited(pid(), 0),
+            false,
+            "nope",
+        )
+        .unwrap();
+        assert_eq!(r.exit_code(), 127);
+        let r = outcome(
+            &[Report::Exec(13), Report::Exited(127)],
+            WaitStatus::Exited(pid(), 0),
+            false,
+            "f",
+        )
+        .unwrap();
+        assert_eq!(r.exit_code(), 126);
+    }
+
+    #[test]
+    fn test_outcome_timeout_wins() {
+        let st = WaitStatus::Signaled(pid(), Signal::SIGKILL, false);
+        assert_eq!(outcome(&[], st, true, "x").unwrap(), WorkloadExit::TimedOut);
+    }
+
+    #[test]
+    fn test_outcome_init_killed_without_report_is_signal() {
+        let st = WaitStatus::Signaled(pid(), Signal::SIGKILL, false);
+        assert_eq!(
+            outcome(&[], st, false, "x").unwrap(),
+            WorkloadExit::Signaled(9)
+        );
+    }
+
+    #[test]
+    fn test_outcome_setup_failure_is_error_with_step() {
+        let r = [Report::Setup {
+            what: "mount proc on /x".into(),
+            errno: 1,
+        }];
+        let e = outcome(&r, WaitStatus::Exited(pid(), 1), false, "x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Container setup failed: cannot mount proc on /x"
+        );
+    }
+
+    #[test]
+    fn test_outcome_init_exit_without_report_is_error() {
+        assert!(outcome(&[], WaitStatus::Exited(pid(), 1), false, "x").is_err());
+    }
+
+    #[test]
+    fn test_poll_timeout_rounds_up_and_none_after_timeout() {
+        assert_eq!(poll_timeout(None, false), PollTimeout::NONE);
+        let d = Instant::now() + Duration::from_micros(1500);
+        let t: i32 = poll_timeout(Some(d), false).into();
+        assert!((1..=2).contains(&t), "{t}");
+        assert_eq!(poll_timeout(Some(d), true), PollTimeout::NONE);
+    }
+}

@@ -1,0 +1,183 @@
+//! The run record: `<run_dir>/container/<id>/owner` names the isol process that owns
+//! the run (pid and start time, so a reused pid is not mistaken for it) and the run's
+//! cgroups. The directory itself is the mount point of the run's private tmpfs, but only
+//! inside the container's mount namespace: on the host it stays an empty directory with
+//! the owner file. If isol is SIGKILLed, its init dies with it (parent-death signal) and
+//! takes the namespaces and mounts along; the record lets the next run, or `isol gc`,
+//! find and remove the cgroups and the directory.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Name of the record file in the run directory.
+pub const OWNER_FILE: &str = "owner";
+
+/// The process start time (clock ticks since boot, field 22 of /proc/PID/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What a record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// isol's pid.
+    pub pid: i32,
+    /// isol's start time.
+    pub start: u64,
+    /// The run's cgroup directories.
+    pub cgroups: Vec<PathBuf>,
+}
+
+impl Owner {
+    /// The record file's text.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("owner {} {}\n", self.pid, self.start);
+        for c in &self.cgroups {
+            s += &format!("cgroup {}\n", c.display());
+        }
+        s
+    }
+
+    /// Parses a record file; `None` if it has no owner line.
+    pub fn parse(text: &str) -> Option<Owner> {
+        let mut owner = None;
+        let mut cgroups = Vec::new();
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("owner", rest)) => {
+                    let (p, s) = rest.split_once(' ')?;
+                    owner = Some((p.parse().ok()?, s.parse().ok()?));
+                }
+                Some(("cgroup", path)) => cgroups.push(PathBuf::from(path)),
+                _ => {}
+            }
+        }
+        let (pid, start) = owner?;
+        Some(Owner {
+            pid,
+            start,
+            cgroups,
+        })
+    }
+
+    /// Whether the owning isol still runs.
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// A live run record; removed by [`RunRecord::remove`] or on drop.
+#[derive(Debug)]
+pub struct RunRecord {
+    dir: PathBuf,
+    removed: bool,
+}
+
+impl RunRecord {
+    /// Creates `<base>/<id>` and its owner file.
+    pub fn create(base: &Path, id: &str, owner: &Owner) -> io::Result<RunRecord> {
+        let dir = base.join(id);
+        if let Err(e) = fs::create_dir(&dir) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            fs::create_dir_all(base)?;
+            fs::create_dir(&dir)?;
+        }
+        let rec = RunRecord {
+            dir,
+            removed: false,
+        };
+        let mut f = fs::File::create(rec.dir.join(OWNER_FILE))?;
+        f.write_all(owner.to_text().as_bytes())?;
+        Ok(rec)
+    }
+
+    /// The run's directory (the scratch mount point inside the container).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the record; returns what could not be removed.
+    pub fn remove(&mut self) -> Option<String> {
+        if self.removed {
+            return None;
+        }
+        self.removed = true;
+        remove_record_dir(&self.dir)
+            .err()
+            .map(|e| format!("cannot remove {}: {e}", self.dir.display()))
+    }
+}
+
+/// Removes a record directory (owner file, then the directory).
+pub fn remove_record_dir(dir: &Path) -> io::Result<()> {
+    match fs::remove_file(dir.join(OWNER_FILE)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+impl Drop for RunRecord {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_owner_round_trip() {
+        let o = Owner {
+            pid: 12,
+            start: 345,
+            cgroups: vec!["/sys/fs/cgroup/memory/isol/isol-12-ab".into()],
+        };
+        assert_eq!(Owner::parse(&o.to_text()), Some(o));
+        assert_eq!(Owner::parse("cgroup /x\n"), None);
+    }
+
+    #[test]
+    fn test_owner_alive_only_with_matching_start_time() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        let mut o = Owner {
+            pid: me,
+            start,
+            cgroups: vec![],
+        };
+        assert!(o.alive());
+        o.start += 1;
+        assert!(!o.alive());
+        o.pid = i32::MAX;
+        assert!(!o.alive());
+    }
+
+    #[test]
+    fn test_record_create_and_remove_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("container");
+        let o = Owner {
+            pid: 1,
+            start: 2,
+            cgroups: vec![],
+        };
+        let mut r = RunRecord::create(&base, "isol-1-x", &o).unwrap();
+        assert_eq!(
+            Owner::parse(&fs::read_to_string(r.dir().join(OWNER_FILE)).unwrap()),
+            Some(o)
+        );
+        assert_eq!(r.remove(), None);
+        assert_eq!(fs::read_dir(&base).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,519 @@
+//! The container's root filesystem, computed as a list of [`Step`]s (plain data, unit
+//! tested) and applied by [`apply`] through the [`Syscall`] layer inside the new mount
+//! namespace.
+//!
+//! Guarantees:
+//! - The rootfs directory is never written. Writable runs get an overlayfs whose lower
+//!   layer is the rootfs and whose upper/work dirs live in a private tmpfs mounted (inside
+//!   the mount namespace only) on the run's record directory. `--read-only` runs bind the
+//!   rootfs and make that bind read-only *before* anything else is mounted on it, so a
+//!   missing mount point fails with EROFS instead of creating a directory in the rootfs;
+//!   when a mount point is known to be missing, they use the overlay and remount it
+//!   read-only at the end instead.
+//! - Every mount happens after `/` is made recursively private, so nothing propagates to
+//!   the host and everything vanishes with the namespace.
+//! - Volumes are mounted after pivot_root (through O_PATH handles opened before it), so
+//!   symlinks in the rootfs resolve inside the new root and cannot point a mount at the
+//!   host.
+//! - /proc, /sys (read-only), a minimal /dev, /tmp; runc's masked and read-only paths.
+
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+
+use isol_common::security::{MASKED_PATHS, READONLY_PATHS};
+use isol_common::spec::Volume;
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use crate::syscall::{FileKind, Syscall};
+
+/// One operation of the mount plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// mount(2).
+    Mount {
+        /// Source (device name for pseudo filesystems).
+        source: Option<PathBuf>,
+        /// Where.
+        target: PathBuf,
+        /// Filesystem type, `None` for binds and remounts.
+        fstype: Option<&'static str>,
+        /// Flags.
+        flags: MsFlags,
+        /// Filesystem options.
+        data: Option<String>,
+    },
+    /// mkdir(2) (existing is fine).
+    Mkdir {
+        /// Path.
+        path: PathBuf,
+        /// Mode (umask is 0 during setup).
+        mode: u32,
+    },
+    /// mkdir -p, 0755 per missing component.
+    MkdirAll {
+        /// Path.
+        path: PathBuf,
+    },
+    /// A character device node, mode 0666.
+    Mknod {
+        /// Path.
+        path: PathBuf,
+        /// Device major number.
+        major: u64,
+        /// Device minor number.
+        minor: u64,
+    },
+    /// symlink(2).
+    Symlink {
+        /// What the link points to.
+        target: PathBuf,
+        /// The link.
+        link: PathBuf,
+    },
+    /// Opens a volume's host directory (O_PATH) into `slot`, before pivot_root.
+    OpenHost {
+        /// Host directory.
+        path: PathBuf,
+        /// Index in the handle table.
+        slot: usize,
+    },
+    /// Bind-mounts the handle in `slot` at `target` (after pivot_root).
+    BindHandle {
+        /// Index in the handle table.
+        slot: usize,
+        /// Path inside the container.
+        target: PathBuf,
+    },
+    /// pivot_root into this directory and detach the old root.
+    PivotRoot {
+        /// The new root.
+        new_root: PathBuf,
+    },
+    /// Hide a path: empty read-only tmpfs over a directory, /dev/null over anything else.
+    Mask {
+        /// Path inside the container.
+        path: PathBuf,
+    },
+    /// Make a path read-only (bind onto itself, remount read-only); skipped if missing.
+    ReadOnly {
+        /// Path inside the container.
+        path: PathBuf,
+    },
+}
+
+/// What the plan is made from.
+#[derive(Debug, Clone)]
+pub struct RootfsConfig<'a> {
+    /// The rootfs directory (lower layer; never written).
+    pub rootfs: &'a Path,
+    /// The run's record directory: mount point of the private tmpfs / the rootfs bind.
+    pub scratch: &'a Path,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// Volumes.
+    pub volumes: &'a [Volume],
+    /// Working directory (created if missing and the root is writable).
+    pub cwd: &'a Path,
+}
+
+/// The plan cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// overlayfs and mount(2) options cannot carry these characters.
+    #[error("Path {path} contains ',', ':' or '\\', which overlayfs options cannot carry; use a path without them")]
+    UnsupportedPath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A volume target with `..`.
+    #[error("Volume path {path} contains '..'; give a normalized absolute path")]
+    DotDot {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+const DEV_NODES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+/// Joins an absolute container path under `root`.
+fn under(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+fn mount(source: &str, target: PathBuf, fstype: &'static str, flags: MsFlags, data: &str) -> Step {
+    Step::Mount {
+        source: Some(PathBuf::from(source)),
+        target,
+        fstype: Some(fstype),
+        flags,
+        data: (!data.is_empty()).then(|| data.to_string()),
+    }
+}
+
+fn remount_ro(target: PathBuf, extra: MsFlags) -> Step {
+    Step::Mount {
+        source: None,
+        target,
+        fstype: None,
+        flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra,
+        data: None,
+    }
+}
+
+fn check_option_path(p: &Path) -> Result<(), PlanError> {
+    let s = p.as_os_str().as_encoded_bytes();
+    if s.iter().any(|c| matches!(c, b',' | b':' | b'\\')) {
+        return Err(PlanError::UnsupportedPath {
+            path: p.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Container paths the rootfs must already have for a plain read-only bind.
+fn needed_mount_points<'a>(cfg: &'a RootfsConfig<'a>) -> impl Iterator<Item = &'a Path> + 'a {
+    ["/proc", "/sys", "/dev", "/tmp"]
+        .into_iter()
+        .map(Path::new)
+        .chain(cfg.volumes.iter().map(|v| v.path.as_path()))
+        .chain(std::iter::once(cfg.cwd))
+}
+
+/// Computes the mount plan. `is_dir` answers for host paths (the rootfs as seen from the
+/// host) and only decides between bind and overlay for `--read-only`.
+pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<Step>, PlanError> {
+    for v in cfg.volumes {
+        if v.path.components().any(|c| c == Component::ParentDir) {
+            return Err(PlanError::DotDot {
+                path: v.path.clone(),
+            });
+        }
+    }
+    let bind = cfg.read_only && needed_mount_points(cfg).all(|p| is_dir(&under(cfg.rootfs, p)));
+    let mut steps = vec![Step::Mount {
+        source: None,
+        target: PathBuf::from("/"),
+        fstype: None,
+        flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        data: None,
+    }];
+    let root = if bind {
+        steps.push(Step::Mount {
+            source: Some(cfg.rootfs.to_path_buf()),
+            target: cfg.scratch.to_path_buf(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        });
+        steps.push(remount_ro(cfg.scratch.to_path_buf(), MsFlags::empty()));
+        cfg.scratch.to_path_buf()
+    } else {
+        check_option_path(cfg.rootfs)?;
+        check_option_path(cfg.scratch)?;
+        overlay_steps(cfg, &mut steps)
+    };
+    system_mounts(&root, !bind, &mut steps);
+    let mut volumes: Vec<&Volume> = cfg.volumes.iter().collect();
+    volumes.sort_by(|a, b| a.path.cmp(&b.path));
+    for (slot, v) in volumes.iter().enumerate() {
+        steps.push(Step::OpenHost {
+            path: v.host.clone(),
+            slot,
+        });
+    }
+    steps.push(Step::PivotRoot { new_root: root });
+    for (slot, v) in volumes.iter().enumerate() {
+        if !bind {
+            steps.push(Step::MkdirAll {
+                path: v.path.clone(),
+            });
+        }
+        steps.push(Step::BindHandle {
+            slot,
+            target: v.path.clone(),
+        });
+        if v.read_only {
+            steps.push(remount_ro(v.path.clone(), MsFlags::empty()));
+        }
+    }
+    if !bind {
+        steps.push(Step::MkdirAll {
+            path: cfg.cwd.to_path_buf(),
+        });
+    }
+    steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask { path: p.into() }));
+    steps.extend(
+        READONLY_PATHS
+            .iter()
+            .map(|p| Step::ReadOnly { path: p.into() }),
+    );
+    if cfg.read_only && !bind {
+        steps.push(remount_ro(PathBuf::from("/"), MsFlags::empty()));
+    }
+    Ok(steps)
+}
+
+/// The private tmpfs and the overlay on it; returns the new root.
+fn overlay_steps(cfg: &RootfsConfig, steps: &mut Vec<Step>) -> PathBuf {
+    let s = cfg.scratch;
+    steps.push(mount(
+        "tmpfs",
+        s.to_path_buf(),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=0700",
+    ));
+    for (d, mode) in [("upper", 0o755), ("work", 0o700), ("root", 0o755)] {
+        steps.push(Step::Mkdir {
+            path: s.join(d),
+            mode,
+        });
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        cfg.rootfs.display(),
+        s.join("upper").display(),
+        s.join("work").display()
+    );
+    steps.push(mount(
+        "overlay",
+        s.join("root"),
+        "overlay",
+        MsFlags::empty(),
+        &data,
+    ));
+    s.join("root")
+}
+
+/// /proc, /sys, /dev and /tmp under `root` (before pivot_root).
+fn system_mounts(root: &Path, create: bool, steps: &mut Vec<Step>) {
+    let pseudo = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let at = |p: &str| root.join(p);
+    let table: [(&str, &str, &'static str, MsFlags, &str, u32); 4] = [
+        ("proc", "proc", "proc", pseudo, "", 0o555),
+        (
+            "sys",
+            "sysfs",
+            "sysfs",
+            pseudo | MsFlags::MS_RDONLY,
+            "",
+            0o555,
+        ),
+        (
+            "dev",
+            "tmpfs",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            "mode=755,size=65536k",
+            0o755,
+        ),
+        (
+            "tmp",
+            "tmpfs",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=1777",
+            0o1777,
+        ),
+    ];
+    for (dir, source, fstype, flags, data, mode) in table {
+        if create {
+            steps.push(Step::Mkdir {
+                path: at(dir),
+                mode,
+            });
+        }
+        steps.push(mount(source, at(dir), fstype, flags, data));
+        if dir == "dev" {
+            dev_steps(&at("dev"), steps);
+        }
+    }
+}
+
+fn dev_steps(dev: &Path, steps: &mut Vec<Step>) {
+    for (name, major, minor) in DEV_NODES {
+        steps.push(Step::Mknod {
+            path: dev.join(name),
+            major: *major,
+            minor: *minor,
+        });
+    }
+    steps.push(Step::Mkdir {
+        path: dev.join("pts"),
+        mode: 0o755,
+    });
+    steps.push(mount(
+        "devpts",
+        dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    ));
+    steps.push(Step::Mkdir {
+        path: dev.join("shm"),
+        mode: 0o1777,
+    });
+    steps.push(mount(
+        "shm",
+        dev.join("shm"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        "mode=1777,size=65536k",
+    ));
+    for (name, target) in DEV_LINKS {
+        steps.push(Step::Symlink {
+            target: PathBuf::from(target),
+            link: dev.join(name),
+        });
+    }
+}
+
+/// A step that failed while applying the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// The step, described.
+    pub step: String,
+    /// The kernel's answer.
+    pub errno: Errno,
+}
+
+fn step_err(step: &Step) -> impl FnOnce(Errno) -> StepError + '_ {
+    move |errno| StepError {
+        step: describe(step),
+        errno,
+    }
+}
+
+/// A short description of a step for error messages.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::Mount {
+            target,
+            fstype,
+            flags,
+            ..
+        } => match fstype {
+            Some(t) => format!("mount {t} on {}", target.display()),
+            None if flags.contains(MsFlags::MS_REMOUNT) => {
+                format!("remount {} read-only", target.display())
+            }
+            None if flags.contains(MsFlags::MS_BIND) => {
+                format!("bind mount on {}", target.display())
+            }
+            None => format!("change propagation of {}", target.display()),
+        },
+        Step::Mkdir { path, .. } | Step::MkdirAll { path } => format!("mkdir {}", path.display()),
+        Step::Mknod { path, .. } => format!("mknod {}", path.display()),
+        Step::Symlink { link, .. } => format!("symlink {}", link.display()),
+        Step::OpenHost { path, .. } => format!("open volume source {}", path.display()),
+        Step::BindHandle { target, .. } => format!("bind volume on {}", target.display()),
+        Step::PivotRoot { new_root } => format!("pivot_root into {}", new_root.display()),
+        Step::Mask { path } => format!("mask {}", path.display()),
+        Step::ReadOnly { path } => format!("make {} read-only", path.display()),
+    }
+}
+
+fn mkdir_all(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
+    let mut cur = PathBuf::from("/");
+    for c in path.components() {
+        if let Component::Normal(name) = c {
+            cur.push(name);
+            sys.mkdir(&cur, 0o755)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_mask(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
+    match sys.file_kind(path) {
+        FileKind::Missing => Ok(()),
+        FileKind::Dir => sys.mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None,
+        ),
+        FileKind::Other => sys.mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ),
+    }
+}
+
+fn apply_readonly(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
+    if sys.file_kind(path) == FileKind::Missing {
+        return Ok(());
+    }
+    sys.mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    sys.mount(None, path, None, flags, None)
+}
+
+/// Applies the plan, in order. Stops at the first failure.
+pub fn apply(steps: &[Step], sys: &dyn Syscall) -> Result<(), StepError> {
+    let mut handles: Vec<Option<OwnedFd>> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => sys.mount(source.as_deref(), target, *fstype, *flags, data.as_deref()),
+            Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
+            Step::MkdirAll { path } => mkdir_all(sys, path),
+            Step::Mknod { path, major, minor } => sys.mknod_char(path, 0o666, *major, *minor),
+            Step::Symlink { target, link } => sys.symlink(target, link),
+            Step::OpenHost { path, slot } => sys.open_path(path).map(|fd| {
+                handles.resize_with(handles.len().max(slot + 1), || None);
+                handles[*slot] = Some(fd);
+            }),
+            Step::BindHandle { slot, target } => {
+                match handles.get_mut(*slot).and_then(Option::take) {
+                    Some(fd) => sys.bind_fd(&fd, target),
+                    None => Err(Errno::EBADF),
+                }
+            }
+            Step::PivotRoot { new_root } => sys.pivot_root(new_root),
+            Step::Mask { path } => apply_mask(sys, path),
+            Step::ReadOnly { path } => apply_readonly(sys, path),
+        }
+        .map_err(step_err(step))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

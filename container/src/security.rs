@@ -1,0 +1,106 @@
+//! Privilege drop of the workload, in the order the kernel requires: groups and the
+//! capability bounding set while still privileged, then ids (keeping the permitted set
+//! across setuid), then the capability sets themselves, ambient cleared, no_new_privs.
+//! The kept set is docker's ([`isol_common::security::DEFAULT_CAPABILITIES`]); runc's
+//! masked and read-only /proc paths are part of the mount plan (`rootfs`).
+
+use nix::errno::Errno;
+
+use crate::syscall::Syscall;
+
+/// Highest capability number this code tries to drop from the bounding set; the kernel
+/// answers EINVAL past its own last one (cap_last_cap), which ends the loop.
+const MAX_CAP: u32 = 63;
+
+/// Who the workload runs as and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Capabilities kept (bit per capability).
+    pub caps: u64,
+}
+
+/// Drops privileges; on failure names the operation that failed.
+pub fn drop_privileges(sys: &dyn Syscall, id: &Identity) -> Result<(), (&'static str, Errno)> {
+    sys.clear_groups().map_err(|e| ("setgroups([])", e))?;
+    for cap in 0..=MAX_CAP {
+        if id.caps & (1u64 << cap) != 0 {
+            continue;
+        }
+        match sys.drop_bounding_cap(cap) {
+            Ok(()) => {}
+            Err(Errno::EINVAL) => break,
+            Err(e) => return Err(("drop capabilities from the bounding set", e)),
+        }
+    }
+    sys.keep_caps()
+        .map_err(|e| ("keep capabilities across setuid", e))?;
+    sys.set_gid(id.gid).map_err(|e| ("setresgid", e))?;
+    sys.set_uid(id.uid).map_err(|e| ("setresuid", e))?;
+    sys.set_caps(id.caps).map_err(|e| ("capset", e))?;
+    sys.clear_ambient_caps()
+        .map_err(|e| ("clear ambient capabilities", e))?;
+    sys.set_no_new_privs().map_err(|e| ("set no_new_privs", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use isol_common::security::default_capability_mask;
+
+    use super::*;
+    use crate::syscall::fake::FakeSyscall;
+
+    fn id(uid: u32) -> Identity {
+        Identity {
+            uid,
+            gid: 7,
+            caps: default_capability_mask(),
+        }
+    }
+
+    #[test]
+    fn test_drop_privileges_order_and_kept_mask() {
+        let fake = FakeSyscall::default();
+        drop_privileges(&fake, &id(1000)).unwrap();
+        let log = fake.log();
+        assert_eq!(log[0], "setgroups []");
+        let dropped: Vec<u32> = log
+            .iter()
+            .filter_map(|l| l.strip_prefix("capbset_drop "))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        // Dropped = every capability not in docker's set, up to 63 (the fake never says EINVAL).
+        assert!(dropped.contains(&21), "CAP_SYS_ADMIN dropped");
+        assert!(dropped.contains(&2), "CAP_DAC_READ_SEARCH dropped");
+        for (n, _) in isol_common::security::DEFAULT_CAPABILITIES {
+            assert!(!dropped.contains(n), "kept cap {n} was dropped");
+        }
+        let tail: Vec<&str> = log[log.len() - 6..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "keepcaps",
+                "setresgid 7",
+                "setresuid 1000",
+                "capset 0xa80425fb",
+                "ambient_clear",
+                "no_new_privs"
+            ]
+        );
+    }
+
+    #[test]
+    fn test_drop_privileges_failure_names_step() {
+        let fake = FakeSyscall {
+            fail_on: Some("setresuid".into()),
+            ..Default::default()
+        };
+        let (what, errno) = drop_privileges(&fake, &id(0)).unwrap_err();
+        assert_eq!(what, "setresuid");
+        assert_eq!(errno, Errno::EPERM);
+        assert!(!fake.log().iter().any(|l| l.starts_with("capset")));
+    }
+}

@@ -1,0 +1,125 @@
+//! A recording [`Syscall`] for unit tests: every call is appended to a log as one line
+//! of text, and a call whose line starts with a chosen prefix fails with EPERM.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+
+use super::{FileKind, Syscall};
+
+/// Records calls instead of making them.
+#[derive(Debug, Default)]
+pub struct FakeSyscall {
+    /// One line per call, in order.
+    pub calls: RefCell<Vec<String>>,
+    /// What `file_kind` answers per path (default: Missing).
+    pub kinds: BTreeMap<PathBuf, FileKind>,
+    /// A call whose log line starts with this fails with EPERM.
+    pub fail_on: Option<String>,
+}
+
+impl FakeSyscall {
+    fn record(&self, line: String) -> nix::Result<()> {
+        let fail = self.fail_on.as_deref().is_some_and(|p| line.starts_with(p));
+        self.calls.borrow_mut().push(line);
+        if fail {
+            Err(Errno::EPERM)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The log, for assertions.
+    pub fn log(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+}
+
+impl Syscall for FakeSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        self.record(format!(
+            "mount {} {} {} {:?} {}",
+            source.map_or("-".into(), |s| s.display().to_string()),
+            target.display(),
+            fstype.unwrap_or("-"),
+            flags,
+            data.unwrap_or("-")
+        ))
+    }
+    fn pivot_root(&self, new_root: &Path) -> nix::Result<()> {
+        self.record(format!("pivot_root {}", new_root.display()))
+    }
+    fn mkdir(&self, path: &Path, mode: u32) -> nix::Result<()> {
+        self.record(format!("mkdir {} {mode:o}", path.display()))
+    }
+    fn mknod_char(&self, path: &Path, mode: u32, major: u64, minor: u64) -> nix::Result<()> {
+        self.record(format!("mknod {} {mode:o} {major}:{minor}", path.display()))
+    }
+    fn open_path(&self, path: &Path) -> nix::Result<OwnedFd> {
+        self.record(format!("open_path {}", path.display()))?;
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|_| Errno::EIO)
+    }
+    fn bind_fd(&self, _fd: &OwnedFd, target: &Path) -> nix::Result<()> {
+        self.record(format!("bind_fd {}", target.display()))
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()> {
+        self.record(format!(
+            "symlink {} -> {}",
+            link.display(),
+            target.display()
+        ))
+    }
+    fn file_kind(&self, path: &Path) -> FileKind {
+        self.kinds.get(path).copied().unwrap_or(FileKind::Missing)
+    }
+    fn sethostname(&self, name: &str) -> nix::Result<()> {
+        self.record(format!("sethostname {name}"))
+    }
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
+        self.record(format!("unshare {flags:?}"))
+    }
+    fn loopback_up(&self) -> nix::Result<()> {
+        self.record("loopback_up".into())
+    }
+    fn chdir(&self, path: &Path) -> nix::Result<()> {
+        self.record(format!("chdir {}", path.display()))
+    }
+    fn clear_groups(&self) -> nix::Result<()> {
+        self.record("setgroups []".into())
+    }
+    fn drop_bounding_cap(&self, cap: u32) -> nix::Result<()> {
+        self.record(format!("capbset_drop {cap}"))
+    }
+    fn keep_caps(&self) -> nix::Result<()> {
+        self.record("keepcaps".into())
+    }
+    fn set_gid(&self, gid: u32) -> nix::Result<()> {
+        self.record(format!("setresgid {gid}"))
+    }
+    fn set_uid(&self, uid: u32) -> nix::Result<()> {
+        self.record(format!("setresuid {uid}"))
+    }
+    fn set_caps(&self, mask: u64) -> nix::Result<()> {
+        self.record(format!("capset {mask:#x}"))
+    }
+    fn clear_ambient_caps(&self) -> nix::Result<()> {
+        self.record("ambient_clear".into())
+    }
+    fn set_no_new_privs(&self) -> nix::Result<()> {
+        self.record("no_new_privs".into())
+    }
+}

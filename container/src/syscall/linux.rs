@@ -1,0 +1,277 @@
+//! The real [`Syscall`]: thin wrappers over nix and, where nix has no wrapper, libc.
+//! Every `unsafe` block of the setup layer lives here (the clone/fork/exec path lives in
+//! `process`).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use super::{FileKind, Syscall};
+
+/// The host kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSyscall;
+
+/// `struct __user_cap_header_struct` (linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct` (linux/capability.h); version 3 takes two of them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets in two `CapData` words.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct ifreq` reduced to the flags member (linux/if.h); 40 bytes on x86_64.
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+// New mount API (linux/mount.h, include/uapi/asm-generic/unistd.h; Linux 5.2+). The
+// syscall numbers are the same on x86_64 and every asm-generic architecture.
+const SYS_OPEN_TREE: libc::c_long = 428;
+const SYS_MOVE_MOUNT: libc::c_long = 429;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+// O_CLOEXEC is a positive flag bit.
+#[allow(clippy::cast_sign_loss)]
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+fn lo_request() -> IfreqFlags {
+    let mut name = [0u8; libc::IFNAMSIZ];
+    name[..2].copy_from_slice(b"lo");
+    IfreqFlags {
+        name,
+        flags: 0,
+        _pad: [0; 22],
+    }
+}
+
+fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> nix::Result<()> {
+    // SAFETY: every caller passes an integer-only prctl option (PR_CAPBSET_DROP,
+    // PR_CAP_AMBIENT); no pointer is passed, so no memory is read or written.
+    let rc = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    Errno::result(rc).map(drop)
+}
+
+impl Syscall for LinuxSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn pivot_root(&self, new_root: &Path) -> nix::Result<()> {
+        nix::unistd::chdir(new_root)?;
+        nix::unistd::pivot_root(".", ".")?;
+        nix::mount::umount2(".", MntFlags::MNT_DETACH)?;
+        nix::unistd::chdir("/")
+    }
+
+    fn mkdir(&self, path: &Path, mode: u32) -> nix::Result<()> {
+        match nix::unistd::mkdir(path, Mode::from_bits_truncate(mode)) {
+            Err(Errno::EEXIST) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn mknod_char(&self, path: &Path, mode: u32, major: u64, minor: u64) -> nix::Result<()> {
+        let dev = nix::sys::stat::makedev(major, minor);
+        nix::sys::stat::mknod(path, SFlag::S_IFCHR, Mode::from_bits_truncate(mode), dev)
+    }
+
+    fn open_path(&self, path: &Path) -> nix::Result<OwnedFd> {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Errno::EINVAL)?;
+        let flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
+        // SAFETY: `c` is a live NUL-terminated path for the duration of the call;
+        // open_tree(2) only reads it and returns a new fd that we take ownership of.
+        let rc = unsafe { libc::syscall(SYS_OPEN_TREE, libc::AT_FDCWD, c.as_ptr(), flags) };
+        let fd = Errno::result(rc)?;
+        // An fd always fits in i32.
+        #[allow(clippy::cast_possible_truncation)]
+        let fd = fd as i32;
+        // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn bind_fd(&self, fd: &OwnedFd, target: &Path) -> nix::Result<()> {
+        let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| Errno::EINVAL)?;
+        let empty = c"";
+        // SAFETY: `fd` is a live detached mount tree from open_tree(OPEN_TREE_CLONE); both
+        // strings are live and NUL-terminated during the call, which only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_MOVE_MOUNT,
+                fd.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    }
+
+    fn file_kind(&self, path: &Path) -> FileKind {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => FileKind::Dir,
+            Ok(_) => FileKind::Other,
+            Err(_) => FileKind::Missing,
+        }
+    }
+
+    fn sethostname(&self, name: &str) -> nix::Result<()> {
+        nix::unistd::sethostname(name)
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
+        nix::sched::unshare(flags)
+    }
+
+    fn loopback_up(&self) -> nix::Result<()> {
+        let sock: OwnedFd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let mut req = lo_request();
+        // SAFETY: `req` is a live, writable ifreq-sized buffer naming "lo"; SIOCGIFFLAGS
+        // writes only its flags member.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+        Errno::result(rc)?;
+        // IFF_UP and IFF_RUNNING fit in the 16-bit flags member.
+        #[allow(clippy::cast_possible_truncation)]
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        req.flags |= up;
+        // SAFETY: as above; SIOCSIFFLAGS only reads the buffer.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+        Errno::result(rc).map(drop)
+    }
+
+    fn chdir(&self, path: &Path) -> nix::Result<()> {
+        nix::unistd::chdir(path)
+    }
+
+    fn clear_groups(&self) -> nix::Result<()> {
+        nix::unistd::setgroups(&[])
+    }
+
+    fn drop_bounding_cap(&self, cap: u32) -> nix::Result<()> {
+        prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0)
+    }
+
+    fn keep_caps(&self) -> nix::Result<()> {
+        nix::sys::prctl::set_keepcaps(true)
+    }
+
+    fn set_gid(&self, gid: u32) -> nix::Result<()> {
+        let g = Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g)
+    }
+
+    fn set_uid(&self, uid: u32) -> nix::Result<()> {
+        let u = Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u)
+    }
+
+    fn set_caps(&self, mask: u64) -> nix::Result<()> {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        // The mask is split into its low and high 32-bit words on purpose.
+        #[allow(clippy::cast_possible_truncation)]
+        let word = |w: u64| {
+            let v = w as u32;
+            CapData {
+                effective: v,
+                permitted: v,
+                inheritable: v,
+            }
+        };
+        let data = [word(mask), word(mask >> 32)];
+        // SAFETY: `header` and `data` are live, correctly laid out (linux/capability.h,
+        // version 3 = two data words) and outlive the call; capset only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_capset,
+                &mut header as *mut CapHeader,
+                data.as_ptr(),
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn clear_ambient_caps(&self) -> nix::Result<()> {
+        match prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+        ) {
+            // Kernels before 4.3 have no ambient set: nothing to clear.
+            Err(Errno::EINVAL) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn set_no_new_privs(&self) -> nix::Result<()> {
+        nix::sys::prctl::set_no_new_privs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_ifreq_layout_matches_kernel() {
+        assert_eq!(std::mem::size_of::<IfreqFlags>(), 40);
+        assert_eq!(std::mem::offset_of!(IfreqFlags, flags), libc::IFNAMSIZ);
+        assert_eq!(&lo_request().name[..3], b"lo\0");
+    }
+
+    #[test]
+    fn test_file_kind_of_dir_file_and_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"").unwrap();
+        assert_eq!(LinuxSyscall.file_kind(tmp.path()), FileKind::Dir);
+        assert_eq!(LinuxSyscall.file_kind(&f), FileKind::Other);
+        assert_eq!(
+            LinuxSyscall.file_kind(&tmp.path().join("no")),
+            FileKind::Missing
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The system calls the container setup makes, behind a trait so that the setup logic
+//! (mount plan, namespace setup, privilege drop) can be unit-tested against a recording
+//! fake ([`fake::FakeSyscall`]) while the real thing ([`linux::LinuxSyscall`]) is a thin
+//! layer that does no thinking of its own (youki's `Syscall`, but injected).
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+
+pub mod linux;
+
+#[cfg(test)]
+pub mod fake;
+
+/// What a path is, for masking: directories get an empty tmpfs, files get /dev/null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Dir,
+    /// Anything else (regular file, device, ...).
+    Other,
+    /// Nothing there.
+    Missing,
+}
+
+/// The system calls of the container setup. Every method is one kernel operation.
+pub trait Syscall {
+    /// mount(2).
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()>;
+    /// Makes `new_root` the root: chdir, pivot_root(".", "."), then lazily unmounts the
+    /// old root stacked on top (runc's trick, no put_old directory needed).
+    fn pivot_root(&self, new_root: &Path) -> nix::Result<()>;
+    /// mkdir(2); an existing directory is not an error.
+    fn mkdir(&self, path: &Path, mode: u32) -> nix::Result<()>;
+    /// mknod(2) of a character device.
+    fn mknod_char(&self, path: &Path, mode: u32, major: u64, minor: u64) -> nix::Result<()>;
+    /// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount tree at a host
+    /// directory, which can still be attached after pivot_root (a volume's source).
+    fn open_path(&self, path: &Path) -> nix::Result<OwnedFd>;
+    /// Attaches the detached tree `fd` (from [`Syscall::open_path`]) at `target`
+    /// (move_mount(2)); the target path resolves inside the current root.
+    fn bind_fd(&self, fd: &OwnedFd, target: &Path) -> nix::Result<()>;
+    /// symlink(2): `link` points to `target`.
+    fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()>;
+    /// What is at `path` (lstat).
+    fn file_kind(&self, path: &Path) -> FileKind;
+    /// sethostname(2).
+    fn sethostname(&self, name: &str) -> nix::Result<()>;
+    /// unshare(2).
+    fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
+    /// Brings the loopback interface of the current network namespace up (SIOCSIFFLAGS).
+    fn loopback_up(&self) -> nix::Result<()>;
+    /// chdir(2).
+    fn chdir(&self, path: &Path) -> nix::Result<()>;
+    /// setgroups(2) with an empty list.
+    fn clear_groups(&self) -> nix::Result<()>;
+    /// prctl(PR_CAPBSET_DROP) of one capability.
+    fn drop_bounding_cap(&self, cap: u32) -> nix::Result<()>;
+    /// prctl(PR_SET_KEEPCAPS, 1): keep permitted capabilities across setuid.
+    fn keep_caps(&self) -> nix::Result<()>;
+    /// setresgid(2) with all three ids equal.
+    fn set_gid(&self, gid: u32) -> nix::Result<()>;
+    /// setresuid(2) with all three ids equal.
+    fn set_uid(&self, uid: u32) -> nix::Result<()>;
+    /// capset(2): effective, permitted and inheritable sets to `mask`.
+    fn set_caps(&self, mask: u64) -> nix::Result<()>;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
+    fn clear_ambient_caps(&self) -> nix::Result<()>;
+    /// prctl(PR_SET_NO_NEW_PRIVS, 1).
+    fn set_no_new_privs(&self) -> nix::Result<()>;
+}
