@@ -3,7 +3,8 @@
 //! Exit codes: 0 when the guest resets or triple-faults (how a guest "powers off" here),
 //! 124 on `--timeout`, 128+N when isol gets signal N (SIGINT, SIGTERM, SIGHUP, SIGQUIT:
 //! the VM is stopped cleanly first), 125 for a crash or any setup error (PVM refusal included).
-//! The VMM's debug log goes to the console too, or to the file `$ISOL_VMM_LOG` names.
+//! stdout carries exactly the guest's serial bytes: the VMM's debug log (unknown ports,
+//! MMIO, crash details, why the VM ended) goes to the file `$ISOL_VMM_LOG` names, or nowhere.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -83,9 +84,13 @@ pub fn boot(cfg: &BootConfig) -> Result<i32, BootError> {
         allow_pvm: cfg.allow_pvm,
     })
     .map_err(BootError::Machine)?;
-    if let Some(path) = std::env::var_os("ISOL_VMM_LOG").map(PathBuf::from) {
-        let f = std::fs::File::create(&path).map_err(|source| BootError::Log { path, source })?;
-        machine.set_debug_log(Box::new(f));
+    match std::env::var_os("ISOL_VMM_LOG").map(PathBuf::from) {
+        Some(path) => {
+            let f =
+                std::fs::File::create(&path).map_err(|source| BootError::Log { path, source })?;
+            machine.set_debug_log(Box::new(f));
+        }
+        None => machine.set_debug_log(Box::new(std::io::sink())),
     }
     let watcher = SignalWatcher::start(machine.control())?;
     let result = machine.run(cfg.timeout.map(|t| start + t));

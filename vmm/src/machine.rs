@@ -266,6 +266,7 @@ impl Machine {
                 ctx.log.always(format_args!("a vCPU thread panicked"));
             }
         }
+        ctx.log.always(format_args!("VM ended: {exit:?}"));
         drop(ctx);
         drop(vm);
         drop(memory);

@@ -101,9 +101,20 @@ mod tests {
         let irq = Counter::default();
         let mut dev = SerialDevice::new(irq.clone(), VecSink::default());
         dev.write(1, &[0x02]); // IER: THR empty interrupt
-        let before = irq.0.load(Ordering::SeqCst);
+        assert_eq!(
+            irq.0.load(Ordering::SeqCst),
+            1,
+            "enabling THRE raises it at once"
+        );
+        let mut iir = [0u8; 1];
+        dev.read(2, &mut iir); // reading IIR acknowledges it
+        assert_ne!(iir[0] & 0x02, 0);
         dev.write(0, b"x");
-        assert!(irq.0.load(Ordering::SeqCst) > before);
+        assert_eq!(
+            irq.0.load(Ordering::SeqCst),
+            2,
+            "the transmitted byte raises it again"
+        );
     }
 
     #[test]

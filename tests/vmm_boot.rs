@@ -1,0 +1,277 @@
+//! Black-box tests of `isol boot`, the bare VMM, with the tiny guests of
+//! vmm/tests/guests (assembled here with binutils' `as`/`ld` by vmm/tests/guests/build.sh).
+//!
+//! They run for real on any /dev/kvm, PVM included (tiny guests are not Linux kernels, so
+//! they pass `--allow-pvm`), and fail loudly when /dev/kvm or binutils is missing.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::{assert_code, kvm_kind, run_raw, skip_privileged, stderr, stdout, KvmKind};
+
+const HELLO: &str = "Hello from isol tiny guest\n";
+
+/// Assembles the guests once per test process into the target's test tmpdir.
+fn guests() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-guests");
+        let script = support::repo_root().join("vmm/tests/guests/build.sh");
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "assembling the tiny guests failed (needs binutils: apt-get install binutils):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .clone()
+}
+
+fn guest(name: &str) -> String {
+    guests().join(name).to_string_lossy().into_owned()
+}
+
+/// Runs `isol boot --allow-pvm --kernel GUEST ARGS...` with the debug log in a file;
+/// returns the output and the log.
+fn boot(name: &str, args: &[&str]) -> (Output, String) {
+    let _ = kvm_kind(); // fails the test when /dev/kvm is missing
+    let log = tempfile::NamedTempFile::new().expect("temp log file");
+    let kernel = guest(name);
+    let mut full = vec!["boot", "--allow-pvm", "--kernel", &kernel];
+    full.extend_from_slice(args);
+    let out = Command::new(support::isol_bin())
+        .args(&full)
+        .env("ISOL_VMM_LOG", log.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn isol");
+    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+    (out, text)
+}
+
+#[test]
+fn test_boot_hello_pvh_prints_line_and_resets() {
+    if skip_privileged("test_boot_hello_pvh_prints_line_and_resets") {
+        return;
+    }
+    let (out, log) = boot("hello-pvh", &["--timeout", "20"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        HELLO,
+        "stdout must be exactly the guest's serial bytes"
+    );
+    assert!(log.contains("VM ended: Reset"), "log: {log}");
+}
+
+#[test]
+fn test_boot_hello_raw_real_mode_prints_line_and_resets() {
+    if skip_privileged("test_boot_hello_raw_real_mode_prints_line_and_resets") {
+        return;
+    }
+    let (out, log) = boot("hello-raw.bin", &["--timeout", "20"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), HELLO);
+    assert!(log.contains("VM ended: Reset"), "log: {log}");
+}
+
+#[test]
+fn test_boot_pvm_host_refuses_ordinary_kernel_without_allow_pvm() {
+    if skip_privileged("test_boot_pvm_host_refuses_ordinary_kernel_without_allow_pvm") {
+        return;
+    }
+    let kernel = guest("hello-pvh");
+    let start = Instant::now();
+    let out = run_raw(&["boot", "--kernel", &kernel, "--timeout", "20"], b"");
+    match kvm_kind() {
+        KvmKind::Pvm => {
+            assert_code(&out, 125);
+            let err = stderr(&out);
+            for needle in [
+                "PVM",
+                "without hardware virtualization",
+                "internal error",
+                "--kernel",
+                "VT-x/AMD-V",
+                "tests/lab/run.sh",
+            ] {
+                assert!(err.contains(needle), "{needle:?} missing from: {err}");
+            }
+            assert!(!err.contains("rip="), "no register dump at the user: {err}");
+            assert!(stdout(&out).is_empty());
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "refusal must be immediate"
+            );
+        }
+        KvmKind::Hardware => {
+            assert_code(&out, 0);
+            assert_eq!(stdout(&out), HELLO);
+        }
+    }
+}
+
+#[test]
+fn test_boot_unknown_ports_read_all_ones_and_are_logged() {
+    if skip_privileged("test_boot_unknown_ports_read_all_ones_and_are_logged") {
+        return;
+    }
+    let (out, log) = boot("ports", &["--timeout", "20"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "ports ok\n");
+    assert!(log.contains("unknown port in 0x1234"), "log: {log}");
+    assert!(
+        !log.contains("port in 0xcfc"),
+        "PCI config ports are quiet: {log}"
+    );
+    assert!(log.contains("log limit reached") || log.lines().count() < 200);
+}
+
+#[test]
+fn test_boot_string_io_big_counts_survives() {
+    if skip_privileged("test_boot_string_io_big_counts_survives") {
+        return;
+    }
+    let (out, log) = boot("strio", &["--timeout", "60"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "strio ok\n", "log: {log}");
+}
+
+#[test]
+fn test_boot_mmio_outside_ram_ignored_reads_all_ones() {
+    if skip_privileged("test_boot_mmio_outside_ram_ignored_reads_all_ones") {
+        return;
+    }
+    let (out, log) = boot("mmio", &["--timeout", "20"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "mmio ok\n");
+    assert!(
+        log.contains("unhandled MMIO write 0xd0000000"),
+        "log: {log}"
+    );
+}
+
+#[test]
+fn test_boot_spinning_guest_timeout_exits_124_promptly() {
+    if skip_privileged("test_boot_spinning_guest_timeout_exits_124_promptly") {
+        return;
+    }
+    let start = Instant::now();
+    let (out, log) = boot("spin", &["--timeout", "1", "--cpus", "2"]);
+    let took = start.elapsed();
+    assert_code(&out, 124);
+    assert_eq!(stdout(&out), "spinning\n");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(log.contains("VM ended: DeadlineExpired"), "log: {log}");
+}
+
+#[test]
+fn test_boot_halted_guest_timeout_exits_124() {
+    if skip_privileged("test_boot_halted_guest_timeout_exits_124") {
+        return;
+    }
+    let start = Instant::now();
+    let (out, _) = boot("halt", &["--timeout", "1"]);
+    assert_code(&out, 124);
+    assert_eq!(stdout(&out), "halted\n");
+    assert!(start.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn test_boot_sigterm_stops_spinning_guest_with_143() {
+    if skip_privileged("test_boot_sigterm_stops_spinning_guest_with_143") {
+        return;
+    }
+    let _ = kvm_kind();
+    let kernel = guest("spin");
+    let mut child = Command::new(support::isol_bin())
+        .args([
+            "boot",
+            "--allow-pvm",
+            "--kernel",
+            &kernel,
+            "--cpus",
+            "2",
+            "--timeout",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn isol");
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    let start = Instant::now();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn test_boot_triple_fault_ends_vm_with_zero() {
+    if skip_privileged("test_boot_triple_fault_ends_vm_with_zero") {
+        return;
+    }
+    let (out, log) = boot("triple", &["--timeout", "20"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "faulting\n");
+    assert!(log.contains("VM ended: TripleFault"), "log: {log}");
+}
+
+#[test]
+fn test_boot_many_vcpus_and_large_memory() {
+    if skip_privileged("test_boot_many_vcpus_and_large_memory") {
+        return;
+    }
+    let (out, _) = boot(
+        "hello-pvh",
+        &["--cpus", "8", "--memory", "6G", "--timeout", "20"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), HELLO);
+    let (out, _) = boot("hello-pvh", &["--cpus", "33"]);
+    assert_code(&out, 125);
+    assert!(stderr(&out).contains("use 1 to 32"), "{}", stderr(&out));
+}
+
+#[test]
+fn test_boot_rejects_file_that_is_not_a_kernel() {
+    if skip_privileged("test_boot_rejects_file_that_is_not_a_kernel") {
+        return;
+    }
+    let _ = kvm_kind();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("notakernel");
+    std::fs::write(&f, b"#!/bin/sh\necho hi\n").expect("write");
+    let out = run_raw(
+        &["boot", "--allow-pvm", "--kernel", &f.to_string_lossy()],
+        b"",
+    );
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("not a kernel image"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn test_boot_rejects_too_long_cmdline() {
+    if skip_privileged("test_boot_rejects_too_long_cmdline") {
+        return;
+    }
+    let long = "x".repeat(3000);
+    let (out, _) = boot("hello-pvh", &["--cmdline", &long]);
+    assert_code(&out, 125);
+    assert!(stderr(&out).contains("at most 2047"), "{}", stderr(&out));
+}

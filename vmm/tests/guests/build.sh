@@ -1,0 +1,25 @@
+#!/bin/sh
+# Assembles the tiny test guests into OUTDIR with binutils' `as` and `ld` (installed with
+# gcc: `apt-get install binutils`).
+#   NAME-raw.s -> OUTDIR/NAME-raw.bin  isol raw real-mode image (see vmm/src/boot/raw.rs)
+#   NAME.s     -> OUTDIR/NAME          ELF64 with a PVH note, 32-bit entry, linked at 1 MiB
+# Usage: vmm/tests/guests/build.sh OUTDIR
+set -eu
+out=${1:?usage: build.sh OUTDIR}
+src=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+cd "$src"
+for s in *.s; do
+    name=${s%.s}
+    case $name in
+    *-raw)
+        as --32 -o "$out/$name.o" "$s"
+        ld -m elf_i386 -Ttext 0 --oformat binary -e 0 -o "$out/$name.bin" "$out/$name.o"
+        ;;
+    *)
+        as --64 -I "$src" -o "$out/$name.o" "$s"
+        ld -m elf_x86_64 -T pvh.ld -nostdlib --no-warn-rwx-segments -o "$out/$name" "$out/$name.o"
+        ;;
+    esac
+    rm -f "$out/$name.o"
+done
