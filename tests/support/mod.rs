@@ -53,9 +53,17 @@ pub fn skip_privileged(test: &str) -> bool {
 pub fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
-    assert_eq!(uid.as_deref(), Some("0"), "this test needs root (run the README test command as root)");
+    assert_eq!(
+        uid.as_deref(),
+        Some("0"),
+        "this test needs root (run the README test command as root)"
+    );
 }
 
 /// How /dev/kvm is served on this host.
@@ -97,7 +105,11 @@ pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
     full.extend(args.iter().map(|s| s.to_string()));
     if mode == Mode::Vm && !in_lab() && kvm_kind() == KvmKind::Pvm {
         let lab = repo_root().join("tests/lab/run.sh");
-        assert!(lab.exists(), "{} is missing: VM-mode tests on a PVM host need the nested lab", lab.display());
+        assert!(
+            lab.exists(),
+            "{} is missing: VM-mode tests on a PVM host need the nested lab",
+            lab.display()
+        );
         let mut cmd = Command::new(lab);
         cmd.arg("--").arg(isol_bin()).args(&full);
         return run_command(&mut cmd, stdin);
@@ -118,7 +130,9 @@ fn run_command(cmd: &mut Command, stdin: &[u8]) -> Output {
         // The workload may exit without reading its stdin: a broken pipe is fine.
         let _ = input.write_all(&data);
     });
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"));
     let _ = writer.join();
     out
 }
