@@ -241,9 +241,13 @@ fn limit_writes(
                 .push(w(path, "memory.max", r.memory.unwrap_or_default()));
             d.writes.push(opt(path, "memory.swap.max", 0));
         }
-        (Controller::Pids, _) => d
-            .writes
-            .push(w(path, "pids.max", r.pids.unwrap_or_default())),
+        // +1: the container's init (PID 1, see `init`) lives in the cgroup too, and the
+        // limit is the workload's, as in VM mode where the guest's init is not counted.
+        (Controller::Pids, _) => d.writes.push(w(
+            path,
+            "pids.max",
+            r.pids.unwrap_or_default().saturating_add(1),
+        )),
         (Controller::Cpu, _) => {
             let cpus = r.cpus.unwrap_or(1.0);
             // cpus <= 64, so the quota fits easily; it is at least the kernel's 1 ms.

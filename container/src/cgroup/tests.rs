@@ -96,7 +96,7 @@ fn test_create_hybrid_v1_writes_limits_in_own_hierarchies() {
         fs_.read("memory/api/isol/isol-1-a/memory.memsw.limit_in_bytes"),
         "67108864"
     );
-    assert_eq!(fs_.read("pids/isol/isol-1-a/pids.max"), "10");
+    assert_eq!(fs_.read("pids/isol/isol-1-a/pids.max"), "11");
     assert_eq!(fs_.read("cpu/isol/isol-1-a/cpu.cfs_period_us"), "100000");
     assert_eq!(fs_.read("cpu/isol/isol-1-a/cpu.cfs_quota_us"), "150000");
     assert_eq!(fs_.read("cpuset/isol/cpuset.cpus"), "0,1,2,3");
@@ -121,7 +121,7 @@ fn test_create_pure_v2_single_cgroup_with_subtree_control() {
     assert_eq!(p.len(), 1, "one cgroup2 directory for every controller");
     let cg = create(p).unwrap();
     assert_eq!(fs_.read("unified/isol/isol-2-b/memory.max"), "33554432");
-    assert_eq!(fs_.read("unified/isol/isol-2-b/pids.max"), "5");
+    assert_eq!(fs_.read("unified/isol/isol-2-b/pids.max"), "6");
     assert_eq!(fs_.read("unified/isol/isol-2-b/cpu.max"), "50000 100000");
     assert_eq!(fs_.read("unified/isol/isol-2-b/cpuset.cpus"), "0");
     // The fake file keeps only the last write; the kernel accumulates them.
