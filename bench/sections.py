@@ -11,7 +11,8 @@ import fixtures
 import runner
 
 TRUE_NS = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net"]
-PIPE_CMD = "head -c 50M /dev/zero"
+# 50M as bytes: busybox's head (the rootfs's) knows only lowercase suffixes; `-c 50M` fails.
+PIPE_CMD = "head -c 52428800 /dev/zero"
 PIPE_BYTES = 50 * 1024 * 1024
 HELLO_MARK = b"hello"
 INIT_MARK = b"BENCH_INIT_OK"
@@ -39,7 +40,7 @@ class Ctx:
         self.lab = fixtures.in_lab() or args.lab_inner
         self.progress = not args.no_progress
 
-    def plan(self, default_runs, default_warmup):
+    def plan(self, default_runs, default_warmup, rss_runs=5):
         if self.args.runs:
             runs = self.args.runs
         elif self.args.quick:
@@ -47,7 +48,7 @@ class Ctx:
         else:
             runs = default_runs
         warmup = 1 if self.args.quick else default_warmup
-        return runner.Plan(runs=runs, warmup=warmup, rss_runs=2 if self.args.quick else 5)
+        return runner.Plan(runs=runs, warmup=warmup, rss_runs=2 if self.args.quick else rss_runs)
 
     def get_rootfs(self):
         """isol's default rootfs, else a private copy built the same way (noted once)."""

@@ -59,8 +59,8 @@ def vm_real(ctx):
         sec["notes"].append("QEMU: " + " ".join(S.QEMU_BASE + ["-m", f"{mib}M", "-smp", "1", "-device", "i8042",
                                                           "-kernel", "K", "-initrd", "I", "-append",
                                                           repr(QEMU_VM_CMDLINE)]))
-    runs, warm = (10, 1) if ctx.lab else (20, 2)
-    S._run_and_fill(ctx, sec, "vm-real", cands, ctx.plan(runs, warm), S.EXIT_METRICS)
+    plan = ctx.plan(8, 1, rss_runs=2) if ctx.lab else ctx.plan(20, 2)
+    S._run_and_fill(ctx, sec, "vm-real", cands, plan, S.EXIT_METRICS)
     return sec
 
 
@@ -103,7 +103,8 @@ def throughput(ctx):
     modes = ["container"] if ctx.pvm and not ctx.lab else ["container", "vm"]
     if ctx.pvm and not ctx.lab:
         sec["notes"].append("VM mode on this PVM host: measured in the nested lab (section below)")
-    sec["notes"].append("MB/s = 52.4 MB / (spawn to exit); stream MB/s = bytes / (first to last byte)")
+    sec["notes"].append("50 MiB = 52428800 bytes (busybox head has no M suffix); MB/s = 52.4 MB / "
+                        "(spawn to exit); stream MB/s = bytes / (first to last byte)")
     _run_and_fill(ctx, sec, "throughput", _pipe_cands(ctx, sec, modes), ctx.plan(15, 2))
     return sec
 
@@ -113,8 +114,8 @@ def throughput_vm(ctx):
     sec = S._section(f"Throughput, VM mode: sh -c '{S.PIPE_CMD}' to a pipe", S._venue(ctx))
     sec["kind"] = "pipe"
     sec["notes"].append("the unshare floor is measured here too, on the same (emulated) CPU")
-    runs, warm = (5, 1) if ctx.lab else (15, 2)
-    _run_and_fill(ctx, sec, "throughput-vm", _pipe_cands(ctx, sec, ["vm"]), ctx.plan(runs, warm))
+    plan = ctx.plan(4, 1) if ctx.lab else ctx.plan(15, 2)
+    _run_and_fill(ctx, sec, "throughput-vm", _pipe_cands(ctx, sec, ["vm"]), plan)
     return sec
 
 
