@@ -56,7 +56,10 @@ fn fnv1a(data: &[u8]) -> u64 {
 /// Anything that is not a readable ELF64 counts as having one, so it is rejected.
 fn has_interp(bin: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| bin.get(o..o + 2).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+    let u16_at = |o: usize| {
+        bin.get(o..o + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
     let u64_at = |o: usize| {
         bin.get(o..o + 8)
             .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
@@ -83,8 +86,44 @@ pub fn default_rootfs() -> Result<PathBuf, RootfsError> {
     )
 }
 
-/// Builds (or finds) a busybox rootfs for `busybox` under `cache`.
+/// Identity and version of a file (device, inode, size, ctime): a changed binary gets a
+/// new key, so it is read and hashed again.
+fn stat_key(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(format!(
+        "{:x}-{:x}-{:x}-{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// Builds (or finds) a busybox rootfs for `busybox` under `cache`. Reading and hashing
+/// the 2 MB binary costs milliseconds, so the result is remembered per [`stat_key`] in a
+/// `.by-stat-KEY` symlink naming the rootfs directory.
 pub fn ensure_rootfs(busybox: &Path, cache: &Path) -> Result<PathBuf, RootfsError> {
+    let index = stat_key(busybox).map(|k| cache.join(format!(".by-stat-{k}")));
+    if let Some(name) = index.as_ref().and_then(|i| fs::read_link(i).ok()) {
+        let dir = cache.join(name);
+        if dir.join(".complete").exists() {
+            return Ok(dir);
+        }
+    }
+    let dir = ensure_rootfs_by_hash(busybox, cache)?;
+    if let (Some(i), Some(name)) = (index, dir.file_name()) {
+        let tmp = i.with_extension(format!("tmp{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if std::os::unix::fs::symlink(name, &tmp).is_ok() && fs::rename(&tmp, &i).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    Ok(dir)
+}
+
+fn ensure_rootfs_by_hash(busybox: &Path, cache: &Path) -> Result<PathBuf, RootfsError> {
     let bin = fs::read(busybox).map_err(|_| RootfsError::NoBusybox {
         path: busybox.to_path_buf(),
     })?;
@@ -209,6 +248,32 @@ mod tests {
         stat.resize(0x40, 0);
         stat.extend_from_slice(b"ld-linux-x86-64.so.2");
         assert!(!has_interp(&stat));
+    }
+
+    #[test]
+    fn test_ensure_rootfs_remembers_by_stat_and_rebuilds_on_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bb = tmp.path().join("bb");
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(0x40, 0);
+        fs::write(&bb, &elf).unwrap();
+        let cache = tmp.path().join("cache");
+        // Not a runnable busybox: build() fails at --list-full, so fake a finished dir.
+        let dir = cache.join(format!("busybox-{:016x}", fnv1a(&elf)));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(".complete"), b"").unwrap();
+        assert_eq!(ensure_rootfs(&bb, &cache).unwrap(), dir);
+        let key = stat_key(&bb).unwrap();
+        assert!(cache.join(format!(".by-stat-{key}")).is_symlink());
+        // Second call: answered from the index even if the hashed name would differ.
+        assert_eq!(ensure_rootfs(&bb, &cache).unwrap(), dir);
+        elf.push(1);
+        fs::write(&bb, &elf).unwrap();
+        assert_ne!(
+            stat_key(&bb).unwrap(),
+            key,
+            "a changed binary has a new key"
+        );
     }
 
     #[test]
