@@ -68,12 +68,13 @@ pub fn gc() -> Result<Vec<String>, ContainerError> {
     Ok(gc::collect(&records_dir()))
 }
 
-/// A prepared container: cgroups created, run record written. Field order matters:
-/// the cgroups are removed before the record that names them.
+/// A prepared container: cgroups created, run record written (only runs with cgroups
+/// have one: without cgroups a run leaves nothing on the host once its init is dead).
+/// Field order matters: the cgroups are removed before the record that names them.
 #[derive(Debug)]
 pub struct PreparedContainer {
     cgroups: Cgroups,
-    record: RunRecord,
+    record: Option<RunRecord>,
     child: ChildConfig,
     command: String,
     timeout: Option<Duration>,
@@ -167,11 +168,22 @@ impl Backend for ContainerBackend {
         }
         let id = run_id();
         let cg_plan = cgroup_plan(spec, &id).map_err(ContainerError::Cgroup)?;
-        let scratch = base.join(&id);
+        let record_err = |path: &Path| {
+            let (path, parent) = (path.to_path_buf(), base.clone());
+            move |source| ContainerError::Record {
+                path,
+                parent,
+                source,
+            }
+        };
+        // The records directory doubles as the mount point of the run's private tmpfs
+        // (inside the container's mount namespace only), so no per-run directory is
+        // needed for the rootfs.
+        std::fs::create_dir_all(&base).map_err(record_err(&base))?;
         let steps = rootfs::plan(
             &rootfs::RootfsConfig {
                 rootfs,
-                scratch: &scratch,
+                scratch: &base,
                 read_only: spec.read_only,
                 volumes: &spec.volumes,
                 cwd: &spec.cwd,
@@ -180,18 +192,17 @@ impl Backend for ContainerBackend {
         )
         .map_err(ContainerError::Plan)?;
         let child = child_config(spec, steps, !cg_plan.is_empty())?;
-        let me = std::process::id() as i32;
-        let owner = Owner {
-            pid: me,
-            start: record::start_time(me).unwrap_or(0),
-            cgroups: cg_plan.iter().map(|d| d.path.clone()).collect(),
+        let record = if cg_plan.is_empty() {
+            None
+        } else {
+            let me = std::process::id() as i32;
+            let owner = Owner {
+                pid: me,
+                start: record::start_time(me).unwrap_or(0),
+                cgroups: cg_plan.iter().map(|d| d.path.clone()).collect(),
+            };
+            Some(RunRecord::create(&base, &id, &owner).map_err(record_err(&base.join(&id)))?)
         };
-        let record =
-            RunRecord::create(&base, &id, &owner).map_err(|source| ContainerError::Record {
-                path: scratch.clone(),
-                parent: base.clone(),
-                source,
-            })?;
         let cgroups = cgroup::create(cg_plan).map_err(ContainerError::Cgroup)?;
         if self.opts.verbose {
             eprintln!("isol: container {id}: cgroups {:?}", cgroups.paths());
@@ -214,14 +225,13 @@ impl Prepared for PreparedContainer {
     fn run(mut self) -> Result<WorkloadExit, ContainerError> {
         let result = process::run(&self.child, &self.cgroups, self.timeout, &self.command);
         let mut problems = self.cgroups.remove();
-        problems.extend(self.record.remove());
+        problems.extend(self.record.as_mut().and_then(RunRecord::remove));
         for p in &problems {
             eprintln!("isol: warning: {p} (`isol gc` retries)");
         }
         if self.verbose {
             eprintln!(
-                "isol: container {} done in {:?}: {result:?}",
-                self.record.dir().display(),
+                "isol: container done in {:?}: {result:?}",
                 self.started.elapsed()
             );
         }

@@ -1,10 +1,8 @@
 //! The run record: `<run_dir>/container/<id>/owner` names the isol process that owns
 //! the run (pid and start time, so a reused pid is not mistaken for it) and the run's
-//! cgroups. The directory itself is the mount point of the run's private tmpfs, but only
-//! inside the container's mount namespace: on the host it stays an empty directory with
-//! the owner file. If isol is SIGKILLed, its init dies with it (parent-death signal) and
-//! takes the namespaces and mounts along; the record lets the next run, or `isol gc`,
-//! find and remove the cgroups and the directory.
+//! cgroups. Only runs with cgroups have one: if isol is SIGKILLed, its init dies with it
+//! (parent-death signal) and takes the namespaces and mounts along, so the cgroups are
+//! all that is left; the record lets the next run, or `isol gc`, remove them.
 
 use std::fs;
 use std::io::{self, Write as _};

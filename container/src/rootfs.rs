@@ -5,7 +5,7 @@
 //! Guarantees:
 //! - The rootfs directory is never written. Writable runs get an overlayfs whose lower
 //!   layer is the rootfs and whose upper/work dirs live in a private tmpfs mounted (inside
-//!   the mount namespace only) on the run's record directory. `--read-only` runs bind the
+//!   the mount namespace only) on isol's records directory. `--read-only` runs bind the
 //!   rootfs and make that bind read-only *before* anything else is mounted on it, so a
 //!   missing mount point fails with EROFS instead of creating a directory in the rootfs;
 //!   when a mount point is known to be missing, they use the overlay and remount it
@@ -107,7 +107,8 @@ pub enum Step {
 pub struct RootfsConfig<'a> {
     /// The rootfs directory (lower layer; never written).
     pub rootfs: &'a Path,
-    /// The run's record directory: mount point of the private tmpfs / the rootfs bind.
+    /// Mount point (inside the namespace only) of the private tmpfs / the rootfs bind:
+    /// isol's records directory, which nothing in the container needs.
     pub scratch: &'a Path,
     /// `--read-only`.
     pub read_only: bool,
@@ -213,6 +214,15 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
         flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         data: None,
     }];
+    // Volume sources first: nothing mounted later (the scratch tmpfs) can shadow them.
+    let mut volumes: Vec<&Volume> = cfg.volumes.iter().collect();
+    volumes.sort_by(|a, b| a.path.cmp(&b.path));
+    for (slot, v) in volumes.iter().enumerate() {
+        steps.push(Step::OpenHost {
+            path: v.host.clone(),
+            slot,
+        });
+    }
     let root = if bind {
         steps.push(Step::Mount {
             source: Some(cfg.rootfs.to_path_buf()),
@@ -229,14 +239,6 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
         overlay_steps(cfg, &mut steps)
     };
     system_mounts(&root, !bind, &mut steps);
-    let mut volumes: Vec<&Volume> = cfg.volumes.iter().collect();
-    volumes.sort_by(|a, b| a.path.cmp(&b.path));
-    for (slot, v) in volumes.iter().enumerate() {
-        steps.push(Step::OpenHost {
-            path: v.host.clone(),
-            slot,
-        });
-    }
     steps.push(Step::PivotRoot { new_root: root });
     for (slot, v) in volumes.iter().enumerate() {
         if !bind {
