@@ -1,6 +1,8 @@
 //! Black-box tests of a container run's lifecycle (root): timeout, signals to isol,
 //! kill -9 of the workload, nothing left behind after 200 runs, SIGKILL of isol + gc.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use std::fs;
@@ -227,4 +229,56 @@ fn test_container_sigkill_of_isol_then_gc_cleans_up() {
     assert_code(&out, 0);
     let tr = traces_of(pid);
     assert!(tr.is_empty(), "gc left {tr:?}");
+}
+
+#[test]
+fn test_container_sigkill_of_isol_without_limits_kills_workload() {
+    let (mut child, _out) = start_ready(&["--", "sh", "-c", "echo ready; exec sleep 1003.5"]);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let t = Instant::now();
+    while !pids_with_argv(&["sleep", "1003.5"]).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the workload outlived isol"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        traces_of(child.id()).is_empty(),
+        "{:?}",
+        traces_of(child.id())
+    );
+}
+
+#[test]
+fn test_container_failures_125_leave_nothing() {
+    require_root();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--memory", "lots", "--", "true"], "is not a size"),
+        (&["--rootfs", "/nonexistent", "--", "true"], "--rootfs"),
+        (
+            &["--memory", "64M", "--cpus", "64", "--", "true"],
+            "CPUs but only",
+        ),
+        (
+            &["--memory", "64M", "--workdir", "/etc/passwd", "--", "true"],
+            "working directory",
+        ),
+    ];
+    for (args, msg) in cases {
+        let (pid, out) = Command::new(isol_bin())
+            .args(["run", "--mode", "container"])
+            .args(*args)
+            .stdin(Stdio::null())
+            .output_with_pid();
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{args:?}: {err}");
+        assert!(
+            traces_of(pid).is_empty(),
+            "{args:?} left {:?}",
+            traces_of(pid)
+        );
+    }
 }

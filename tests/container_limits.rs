@@ -1,6 +1,8 @@
 //! Black-box tests of cgroup limits in container mode (root): memory (OOM kill -> 137),
 //! pids (fork fails past the limit), cpus (nproc = ceil(cpus), CFS quota).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use support::{assert_code, run_isol, stdout, Mode};

@@ -2,6 +2,8 @@
 //! hostname, user, rootfs protection, read-only root, volumes, network, exec failures,
 //! bad input.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -105,9 +107,8 @@ fn test_container_proc_sys_dev_tmp() {
     // PID 1 is the container's init (signal forwarding, reaping); the workload is PID 2.
     assert_eq!(lines.next(), Some("2"), "{s}");
     let _ = lines.next();
-    for want in ["full null ptmx pts random shm stderr stdin stdout tty urandom zero"] {
-        assert!(s.contains(want), "{s}");
-    }
+    let devs = "full null ptmx pts random shm stderr stdin stdout tty urandom zero";
+    assert!(s.contains(devs), "{s}");
     assert!(s.contains(" /proc proc "), "{s}");
     assert!(s.contains(" /sys sysfs ro,"), "{s}");
     assert!(s.contains(" /tmp tmpfs "), "{s}");
@@ -133,7 +134,10 @@ fn private_rootfs(tmp: &Path) -> PathBuf {
 }
 
 /// Path -> (mode, uid, gid, size, mtime, content or link target) for every entry.
-fn manifest(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, u64, i64, Vec<u8>)> {
+/// (mode, uid, gid, size, mtime, content or link target) of one entry.
+type Entry = (u32, u32, u32, u64, i64, Vec<u8>);
+
+fn manifest(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
