@@ -150,6 +150,19 @@ fn child_config(
     })
 }
 
+/// The run record naming this isol process as the owner of `cgroups`.
+fn write_record(base: &Path, id: &str, cgroups: Vec<PathBuf>) -> std::io::Result<RunRecord> {
+    // A pid always fits in i32.
+    #[allow(clippy::cast_possible_wrap)]
+    let me = std::process::id() as i32;
+    let owner = Owner {
+        pid: me,
+        start: record::start_time(me).unwrap_or(0),
+        cgroups,
+    };
+    RunRecord::create(base, id, &owner)
+}
+
 impl Backend for ContainerBackend {
     type Error = ContainerError;
     type Prepared = PreparedContainer;
@@ -195,13 +208,8 @@ impl Backend for ContainerBackend {
         let record = if cg_plan.is_empty() {
             None
         } else {
-            let me = std::process::id() as i32;
-            let owner = Owner {
-                pid: me,
-                start: record::start_time(me).unwrap_or(0),
-                cgroups: cg_plan.iter().map(|d| d.path.clone()).collect(),
-            };
-            Some(RunRecord::create(&base, &id, &owner).map_err(record_err(&base.join(&id)))?)
+            let cgroups = cg_plan.iter().map(|d| d.path.clone()).collect();
+            Some(write_record(&base, &id, cgroups).map_err(record_err(&base.join(&id)))?)
         };
         let cgroups = cgroup::create(cg_plan).map_err(ContainerError::Cgroup)?;
         if self.opts.verbose {

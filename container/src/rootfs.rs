@@ -17,15 +17,15 @@
 //!   host.
 //! - /proc, /sys (read-only), a minimal /dev, /tmp; runc's masked and read-only paths.
 
-use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
 use isol_common::security::{MASKED_PATHS, READONLY_PATHS};
 use isol_common::spec::Volume;
-use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use crate::syscall::{FileKind, Syscall};
+mod apply;
+
+pub use apply::{apply, describe, StepError};
 
 /// One operation of the mount plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +240,13 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
     };
     system_mounts(&root, !bind, &mut steps);
     steps.push(Step::PivotRoot { new_root: root });
+    after_pivot(cfg, bind, &volumes, &mut steps);
+    Ok(steps)
+}
+
+/// Steps inside the new root: volumes, working directory, masked and read-only paths,
+/// and the final read-only remount of an overlay root.
+fn after_pivot(cfg: &RootfsConfig, bind: bool, volumes: &[&Volume], steps: &mut Vec<Step>) {
     for (slot, v) in volumes.iter().enumerate() {
         if !bind {
             steps.push(Step::MkdirAll {
@@ -268,7 +275,6 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
     if cfg.read_only && !bind {
         steps.push(remount_ro(PathBuf::from("/"), MsFlags::empty()));
     }
-    Ok(steps)
 }
 
 /// The private tmpfs and the overlay on it; returns the new root.
@@ -384,137 +390,6 @@ fn dev_steps(dev: &Path, steps: &mut Vec<Step>) {
             link: dev.join(name),
         });
     }
-}
-
-/// A step that failed while applying the plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepError {
-    /// The step, described.
-    pub step: String,
-    /// The kernel's answer.
-    pub errno: Errno,
-}
-
-fn step_err(step: &Step) -> impl FnOnce(Errno) -> StepError + '_ {
-    move |errno| StepError {
-        step: describe(step),
-        errno,
-    }
-}
-
-/// A short description of a step for error messages.
-pub fn describe(step: &Step) -> String {
-    match step {
-        Step::Mount {
-            target,
-            fstype,
-            flags,
-            ..
-        } => match fstype {
-            Some(t) => format!("mount {t} on {}", target.display()),
-            None if flags.contains(MsFlags::MS_REMOUNT) => {
-                format!("remount {} read-only", target.display())
-            }
-            None if flags.contains(MsFlags::MS_BIND) => {
-                format!("bind mount on {}", target.display())
-            }
-            None => format!("change propagation of {}", target.display()),
-        },
-        Step::Mkdir { path, .. } | Step::MkdirAll { path } => format!("mkdir {}", path.display()),
-        Step::Mknod { path, .. } => format!("mknod {}", path.display()),
-        Step::Symlink { link, .. } => format!("symlink {}", link.display()),
-        Step::OpenHost { path, .. } => format!("open volume source {}", path.display()),
-        Step::BindHandle { target, .. } => format!("bind volume on {}", target.display()),
-        Step::PivotRoot { new_root } => format!("pivot_root into {}", new_root.display()),
-        Step::Mask { path } => format!("mask {}", path.display()),
-        Step::ReadOnly { path } => format!("make {} read-only", path.display()),
-    }
-}
-
-fn mkdir_all(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
-    let mut cur = PathBuf::from("/");
-    for c in path.components() {
-        if let Component::Normal(name) = c {
-            cur.push(name);
-            sys.mkdir(&cur, 0o755)?;
-        }
-    }
-    Ok(())
-}
-
-fn apply_mask(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
-    match sys.file_kind(path) {
-        FileKind::Missing => Ok(()),
-        FileKind::Dir => sys.mount(
-            Some(Path::new("tmpfs")),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            None,
-        ),
-        FileKind::Other => sys.mount(
-            Some(Path::new("/dev/null")),
-            path,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        ),
-    }
-}
-
-fn apply_readonly(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
-    if sys.file_kind(path) == FileKind::Missing {
-        return Ok(());
-    }
-    sys.mount(
-        Some(path),
-        path,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    let flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    sys.mount(None, path, None, flags, None)
-}
-
-/// Applies the plan, in order. Stops at the first failure.
-pub fn apply(steps: &[Step], sys: &dyn Syscall) -> Result<(), StepError> {
-    let mut handles: Vec<Option<OwnedFd>> = Vec::new();
-    for step in steps {
-        match step {
-            Step::Mount {
-                source,
-                target,
-                fstype,
-                flags,
-                data,
-            } => sys.mount(source.as_deref(), target, *fstype, *flags, data.as_deref()),
-            Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
-            Step::MkdirAll { path } => mkdir_all(sys, path),
-            Step::Mknod { path, major, minor } => sys.mknod_char(path, 0o666, *major, *minor),
-            Step::Symlink { target, link } => sys.symlink(target, link),
-            Step::OpenHost { path, slot } => sys.open_path(path).map(|fd| {
-                handles.resize_with(handles.len().max(slot + 1), || None);
-                handles[*slot] = Some(fd);
-            }),
-            Step::BindHandle { slot, target } => {
-                match handles.get_mut(*slot).and_then(Option::take) {
-                    Some(fd) => sys.bind_fd(&fd, target),
-                    None => Err(Errno::EBADF),
-                }
-            }
-            Step::PivotRoot { new_root } => sys.pivot_root(new_root),
-            Step::Mask { path } => apply_mask(sys, path),
-            Step::ReadOnly { path } => apply_readonly(sys, path),
-        }
-        .map_err(step_err(step))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

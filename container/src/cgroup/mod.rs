@@ -261,30 +261,41 @@ fn limit_writes(
                     .push(w(path, "cpu.max", format!("{quota} {CFS_PERIOD_US}")));
             }
         }
-        (Controller::Cpuset, _) => {
-            let cpus = r.cpus.unwrap_or(1.0);
-            // Same bound as above.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let wanted = cpus.ceil() as u32;
-            if wanted as usize > cpuset.cpus.len() {
-                return Err(CgroupError::TooManyCpus {
-                    cpus,
-                    wanted,
-                    available: cpuset.cpus.len(),
-                });
-            }
-            let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
-            if v == Version::V1 {
-                // v1 cpusets start empty and refuse tasks until both files are set.
-                d.parent_writes
-                    .push(w(parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
-                d.parent_writes.push(w(parent, "cpuset.mems", &cpuset.mems));
-                d.writes.push(w(path, "cpuset.cpus", chosen));
-                d.writes.push(w(path, "cpuset.mems", &cpuset.mems));
-            } else {
-                d.writes.push(w(path, "cpuset.cpus", chosen));
-            }
-        }
+        (Controller::Cpuset, _) => cpuset_writes(v, r, cpuset, parent, path, d)?,
+    }
+    Ok(())
+}
+
+/// The CPU set: the first ceil(cpus) CPUs isol may use.
+fn cpuset_writes(
+    v: Version,
+    r: &Resources,
+    cpuset: &CpusetInfo,
+    parent: &Path,
+    path: &Path,
+    d: &mut CgroupDir,
+) -> Result<(), CgroupError> {
+    let cpus = r.cpus.unwrap_or(1.0);
+    // cpus is validated to lie in (0, 64].
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let wanted = cpus.ceil() as u32;
+    if wanted as usize > cpuset.cpus.len() {
+        return Err(CgroupError::TooManyCpus {
+            cpus,
+            wanted,
+            available: cpuset.cpus.len(),
+        });
+    }
+    let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
+    if v == Version::V1 {
+        // v1 cpusets start empty and refuse tasks until both files are set.
+        d.parent_writes
+            .push(w(parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
+        d.parent_writes.push(w(parent, "cpuset.mems", &cpuset.mems));
+        d.writes.push(w(path, "cpuset.cpus", chosen));
+        d.writes.push(w(path, "cpuset.mems", &cpuset.mems));
+    } else {
+        d.writes.push(w(path, "cpuset.cpus", chosen));
     }
     Ok(())
 }

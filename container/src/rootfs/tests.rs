@@ -5,6 +5,7 @@ use nix::mount::MsFlags;
 
 use super::*;
 use crate::syscall::fake::FakeSyscall;
+use crate::syscall::FileKind;
 
 fn cfg<'a>(read_only: bool, volumes: &'a [Volume]) -> RootfsConfig<'a> {
     RootfsConfig {
