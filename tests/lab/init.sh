@@ -13,7 +13,9 @@
 export PATH=/bin
 
 log() { echo "lab-init: $*" >/dev/console; }
-fail() { log "$*"; echo "$*" >/io/error 2>/dev/null; poweroff -f; reboot -f; }
+# With acpi=off there is no power-off: reboot=t (triple fault) + QEMU's -no-reboot ends it.
+halt_vm() { sync; reboot -f; poweroff -f; }
+fail() { log "$*"; echo "$*" >/io/error 2>/dev/null; halt_vm; }
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -23,14 +25,21 @@ for m in $(cat /modules/order); do
   insmod "/modules/$m.ko" || log "insmod $m failed"
 done
 
-mode=oneshot
+mode=oneshot idle=300
 for w in $(cat /proc/cmdline); do
-  case "$w" in isol_lab=*) mode=${w#isol_lab=} ;; esac
+  case "$w" in
+    isol_lab=*) mode=${w#isol_lab=} ;;
+    isol_lab_idle=*) idle=${w#isol_lab_idle=} ;;
+  esac
 done
+# A one-shot L1 caches host files freely (nothing changes while it runs); a session lives
+# across rebuilds, so it reads them uncached.
+hostcache=loose
+[ "$mode" = session ] && hostcache=none
 
 ninep="trans=virtio,version=9p2000.L,msize=262144"
 mount -t 9p -o "$ninep,cache=none" io /io || fail "cannot mount the io share"
-mount -t 9p -o "$ninep,cache=loose,ro" hostroot /host || fail "cannot mount the host root"
+mount -t 9p -o "$ninep,cache=$hostcache,ro" hostroot /host || fail "cannot mount the host root"
 
 # The new root: the host's / under a throwaway writable layer.
 mount -t tmpfs -o mode=755 tmpfs /ovl
@@ -69,21 +78,23 @@ echo up >/io/ready
 if [ "$mode" = session ]; then
   mkdir -p /io/req
   # Poll for requests; `read -t` on a private fifo is a sleep without forking.
-  mkfifo /tick 2>/dev/null || mknod /tick p
+  # Powers off after $idle seconds (10 ticks each) with no command running.
+  mkfifo /tick
   exec 3<>/tick
-  while [ ! -e /io/stop ]; do
+  quiet=0
+  while [ ! -e /io/stop ] && [ $quiet -lt $((idle * 10)) ]; do
+    quiet=$((quiet + 1))
     for d in /io/req/*; do
-      [ -e "$d/go" ] && [ ! -e "$d/taken" ] || continue
+      [ -e "$d/go" ] || continue
+      [ -e "$d/rc" ] || quiet=0
+      [ -e "$d/taken" ] && continue
       : >"$d/taken"
-      id=${d##*/}
-      run_request "$d" "/run/isol-lab/req/$id" &
+      run_request "$d" "/run/isol-lab/req/${d##*/}" &
     done
-    read -t 0.05 -u 3 _ 2>/dev/null
+    read -t 0.1 -u 3 _
   done
-  wait
+  : >/io/stop
 else
   run_request /io /run/isol-lab
 fi
-sync
-poweroff -f
-reboot -f
+halt_vm

@@ -9,8 +9,9 @@
 lab_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Debian packages the lab runs on (qemu: the L1 emulator; busybox-static: the L1 userland;
-# cpio + gzip: packing its initramfs; kmod: modinfo to resolve module dependencies).
-LAB_APT_PACKAGES=(qemu-system-x86 busybox-static cpio gzip kmod)
+# cpio + gzip: packing its initramfs; kmod: modinfo to resolve module dependencies;
+# xz-utils + binutils: extracting the ELF kernel and checking its PVH note).
+LAB_APT_PACKAGES=(qemu-system-x86 busybox-static cpio gzip kmod xz-utils binutils)
 
 # The L1 kernel package. Debian's *generic* amd64 flavour, not -cloud-amd64: the cloud
 # flavour has no 9p (CONFIG_NET_9P unset), which the lab uses to share the host's files.
@@ -73,6 +74,8 @@ lab_ensure_initramfs() {
     (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$tmp/initramfs"
     mv "$tmp/initramfs" "$out"
     rm -rf "$tmp"
+    # Older initramfs images (other inputs) are never used again.
+    find "$lab_cache" -maxdepth 1 -name 'initramfs-*.cpio.gz' ! -name "${out##*/}" -delete
   fi
   echo "$out"
 }

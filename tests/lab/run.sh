@@ -15,7 +15,7 @@
 #
 # Environment:
 #   ISOL_LAB_TIMEOUT=900     seconds before QEMU is killed (exit 125)
-#   ISOL_LAB_MEM=4096        L1 memory, MiB;   ISOL_LAB_CPUS=2  L1 vCPUs
+#   ISOL_LAB_MEM=4096        L1 memory, MiB;   ISOL_LAB_CPUS=2  L1 vCPUs (at least 2)
 #   ISOL_LAB_VERBOSE=1       stream the L1 console and the lab's steps to stderr
 #   ISOL_LAB_RW="/tmp:DIR"   host dirs shared read-write (default: /tmp and isol's cache)
 #   ISOL_LAB_ENV="A B"       extra variables to pass to CMD
@@ -34,6 +34,8 @@ vlog() { [ "${ISOL_LAB_VERBOSE:-0}" = 1 ] && echo "[lab $(( ($(date +%s%N) - t0)
 [ "${1:-}" = "--" ] && shift
 [ $# -gt 0 ] || refuse "usage: tests/lab/run.sh [--] CMD [ARG...]"
 [ "$(id -u)" = 0 ] || refuse "the lab needs root (9p export of /, as the tests do)"
+# Measured: with one L1 vCPU, KVM_RUN inside the L1 spins forever without entering the guest.
+[ "${ISOL_LAB_CPUS:-2}" -ge 2 ] 2>/dev/null || refuse "ISOL_LAB_CPUS must be 2 or more (nested KVM hangs on a 1-vCPU L1)"
 
 # --- Inputs -------------------------------------------------------------------------------------
 mapfile -t missing < <(lab_missing_packages)
@@ -41,6 +43,8 @@ mapfile -t missing < <(lab_missing_packages)
 command -v qemu-system-x86_64 >/dev/null || refuse "qemu-system-x86_64 is missing; run tests/lab/setup.sh"
 kdir=$(lab_kernel_dir)
 [ -n "$kdir" ] || refuse "no L1 kernel in $lab_cache; run tests/lab/setup.sh first (fetches it with apt-get download)"
+kimage="$kdir/vmlinux"               # ELF, booted through its PVH entry (fast)
+[ -f "$kimage" ] || kimage="$kdir/vmlinuz"
 initramfs=$( { flock 8; lab_ensure_initramfs "$kdir"; } 8>"$lab_cache/.initramfs.lock") \
   || refuse "cannot build the L1 initramfs in $lab_cache"
 
@@ -87,16 +91,17 @@ rw_dirs() {
   done
 }
 
-# QEMU's command line for an L1 whose io share is $1, console log $2, mode $3.
+# QEMU's command line for an L1 whose io share is $1, console log $2, mode $3 (oneshot or
+# session), extra kernel command line $4.
 qemu_args() {
-  local io="$1" console="$2" mode="$3" i=0 d
+  local io="$1" console="$2" mode="$3" extra="${4:-}" i=0 d
   QEMU=(qemu-system-x86_64
     -accel tcg,thread=multi -cpu max -M pc
     -smp "${ISOL_LAB_CPUS:-2}" -m "${ISOL_LAB_MEM:-4096}"
     -nodefaults -no-user-config -display none -monitor none -no-reboot
     -serial "file:$console"
-    -kernel "$kdir/vmlinuz" -initrd "$initramfs"
-    -append "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t mitigations=off random.trust_cpu=on isol_lab=$mode ${ISOL_LAB_APPEND:-}"
+    -kernel "$kimage" -initrd "$initramfs"
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t acpi=noirq mitigations=off random.trust_cpu=on isol_lab=$mode $extra ${ISOL_LAB_APPEND:-}"
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
     -virtfs "local,path=$io,mount_tag=io,security_model=none,multidevs=remap")
   : >"$io/mounts"

@@ -54,6 +54,17 @@ else
   mkdir -p "$tmp/out/modules"
   cp "$tmp/x/boot/vmlinuz-$kver" "$tmp/out/vmlinuz"
   cp "$tmp/x/boot/config-$kver" "$tmp/out/config"
+  # The uncompressed ELF boots through its PVH entry: no XZ decompression under TCG
+  # (about 2 s saved per lab start). The bzImage's payload is one XZ stream.
+  off=$(grep -abo $'\xfd7zXZ\x00' "$tmp/out/vmlinuz" | head -n1 | cut -d: -f1)
+  # (xz stops reading at the end of its stream, so tail may die of SIGPIPE: not an error.)
+  if [ -n "$off" ] && { tail -c +$((off + 1)) "$tmp/out/vmlinuz" || true; } | xz -dc --single-stream >"$tmp/out/vmlinux" 2>/dev/null \
+     && readelf -n "$tmp/out/vmlinux" 2>/dev/null | grep -q 'Xen.*(0x00000012)'; then
+    step "extracted the ELF vmlinux (PVH entry)"
+  else
+    rm -f "$tmp/out/vmlinux"
+    step "no PVH ELF in the kernel image; the lab will boot the bzImage (slower)"
+  fi
   # Debian signs its modules; checking an RSA signature under TCG costs ~0.3 s per module,
   # so the copies the L1 loads have it cut off (the kernel does not enforce signatures;
   # it only taints itself, which does not matter in the lab). Layout at the end of a .ko:

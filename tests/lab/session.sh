@@ -1,0 +1,113 @@
+#!/bin/bash
+# A persistent lab session: one L1 VM that runs many commands, so each costs seconds less.
+#
+#   ISOL_LAB_SESSION=DIR tests/lab/run.sh -- CMD...   starts the session if needed, runs CMD
+#   tests/lab/session.sh start DIR | stop DIR | status DIR
+#
+# DIR holds io/ (the L1's io share: io/req/<id>/ per command), console.log, qemu.log and
+# qemu.pid. Commands run concurrently. The L1 powers itself off after
+# ISOL_LAB_SESSION_IDLE (default 300) seconds without a command, so a forgotten session
+# does not linger; `stop` ends it at once. Host files are read uncached in a session (a
+# binary rebuilt between two commands is seen fresh).
+# Sourced by run.sh (which has sourced lib.sh and defined write_request, finish_request,
+# qemu_args, lab_failed, kdir, initramfs), or run directly for start/stop/status.
+
+session_qemu_alive() {
+  local pid
+  pid=$(cat "$1/qemu.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# Stops the session in DIR: asks the L1 to power off, then kills QEMU if it lingers.
+session_stop() {
+  local dir="$1" i pid
+  [ -d "$dir" ] || return 0
+  if session_qemu_alive "$dir"; then
+    : >"$dir/io/stop" 2>/dev/null
+    for i in $(seq 1 50); do session_qemu_alive "$dir" || break; sleep 0.1; done
+    pid=$(cat "$dir/qemu.pid" 2>/dev/null)
+    session_qemu_alive "$dir" && kill "$pid" 2>/dev/null
+  fi
+  rm -rf "$dir/io" "$dir/qemu.pid"
+}
+
+# Starts the session's L1 (under the lock) unless it is up; waits until it takes commands.
+session_ensure() {
+  local dir="$1" deadline
+  mkdir -p "$dir" || refuse "cannot create the session dir $dir"
+  exec 7>"$dir/lock"
+  flock 7
+  if session_qemu_alive "$dir" && [ -e "$dir/io/ready" ] && [ ! -e "$dir/io/stop" ]; then
+    flock -u 7
+    return 0
+  fi
+  session_stop "$dir"
+  mkdir -p "$dir/io/req"
+  : >"$dir/console.log"
+  qemu_args "$dir/io" "$dir/console.log" session "isol_lab_idle=${ISOL_LAB_SESSION_IDLE:-300}"
+  vlog "starting session L1 in $dir"
+  # Detached: the session outlives this command. The hard cap is a backstop only.
+  setsid timeout -k 5 "${ISOL_LAB_SESSION_MAX:-14400}" "${QEMU[@]}" \
+    </dev/null >"$dir/qemu.log" 2>&1 &
+  echo $! >"$dir/qemu.pid"
+  deadline=$(( $(date +%s) + ${ISOL_LAB_TIMEOUT:-900} ))
+  until [ -e "$dir/io/ready" ]; do
+    session_qemu_alive "$dir" || { flock -u 7; lab_failed "session L1 died while booting" "$dir/console.log" "$dir/qemu.log"; }
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      session_stop "$dir"
+      flock -u 7
+      lab_failed "session L1 did not come up within ${ISOL_LAB_TIMEOUT:-900}s" "$dir/console.log" "$dir/qemu.log"
+    fi
+    sleep 0.05
+  done
+  vlog "session L1 up"
+  flock -u 7
+}
+
+# Runs "$@" in the session named by $ISOL_LAB_SESSION; exits with its status.
+session_run() {
+  local dir attempt req deadline
+  dir=$(readlink -f "$ISOL_LAB_SESSION")
+  req=""
+  trap '[ -n "$req" ] && rm -rf "$req"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  for attempt in 1 2; do
+    session_ensure "$dir"
+    req=$(mktemp -d "$dir/io/req/r.XXXXXX") || refuse "cannot create a request in $dir"
+    write_request "$req" "$@"
+    : >"$req/go"
+    deadline=$(( $(date +%s) + ${ISOL_LAB_TIMEOUT:-900} ))
+    while [ ! -e "$req/rc" ]; do
+      if ! session_qemu_alive "$dir"; then
+        # The L1 went idle and powered off as we submitted: start a new one, once.
+        [ "$attempt" = 1 ] && [ ! -e "$req/taken" ] && { rm -rf "$req"; req=""; continue 2; }
+        lab_failed "session L1 ended while running the command" "$dir/console.log" "$dir/qemu.log"
+      fi
+      if [ "$(date +%s)" -ge "$deadline" ]; then
+        session_stop "$dir"
+        lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT); session stopped" \
+          "$dir/console.log" "$dir/qemu.log"
+      fi
+      sleep 0.05
+    done
+    finish_request "$req"
+  done
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -uo pipefail
+  cmd="${1:-}" dir="${2:-}"
+  [ -n "$dir" ] || { echo "usage: tests/lab/session.sh start|stop|status DIR" >&2; exit 2; }
+  case "$cmd" in
+    start) ISOL_LAB_SESSION="$dir" exec "$(dirname "$0")/run.sh" -- true ;;
+    stop) session_stop "$dir"; echo "session $dir stopped" ;;
+    status)
+      if session_qemu_alive "$dir" && [ -e "$dir/io/ready" ]; then
+        echo "session $dir: up (qemu pid $(cat "$dir/qemu.pid"), $(ls "$dir/io/req" | wc -l) request(s) open)"
+      else
+        echo "session $dir: down"; exit 1
+      fi ;;
+    *) echo "usage: tests/lab/session.sh start|stop|status DIR" >&2; exit 2 ;;
+  esac
+fi
