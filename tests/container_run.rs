@@ -114,6 +114,9 @@ fn test_container_proc_sys_dev_tmp() {
     assert!(s.contains(" /tmp tmpfs "), "{s}");
     assert!(s.contains("/dev/pts devpts"), "{s}");
     assert!(s.contains(" /proc/sys proc ro,"), "{s}");
+    assert!(s.contains(" /proc/acpi tmpfs ro,"), "masked dir: {s}");
+    assert!(s.contains(" /sys/firmware tmpfs ro,"), "masked dir: {s}");
+    assert!(s.contains(" /proc/keys "), "masked file: {s}");
     assert!(s.contains("sysro"), "{s}");
     assert!(s.ends_with("t\n"), "{s}");
 }

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::Step;
-use crate::syscall::{FileKind, Syscall};
+use crate::syscall::Syscall;
 
 /// A step that failed while applying the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,37 +66,43 @@ fn mkdir_all(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
     Ok(())
 }
 
+/// Masks `path` without looking first (a stat of /proc entries costs a lookup of its
+/// own): bind /dev/null over it; a directory answers ENOTDIR and gets an empty read-only
+/// tmpfs instead; a missing path (ENOENT) is skipped.
 fn apply_mask(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
-    match sys.file_kind(path) {
-        FileKind::Missing => Ok(()),
-        FileKind::Dir => sys.mount(
+    let null = sys.mount(
+        Some(Path::new("/dev/null")),
+        path,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    );
+    match null {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::ENOTDIR) => sys.mount(
             Some(Path::new("tmpfs")),
             path,
             Some("tmpfs"),
             MsFlags::MS_RDONLY,
             None,
         ),
-        FileKind::Other => sys.mount(
-            Some(Path::new("/dev/null")),
-            path,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        ),
+        r => r,
     }
 }
 
+/// Makes `path` read-only: bind it onto itself, then remount the bind read-only. A
+/// missing path (ENOENT) is skipped.
 fn apply_readonly(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
-    if sys.file_kind(path) == FileKind::Missing {
-        return Ok(());
-    }
-    sys.mount(
+    match sys.mount(
         Some(path),
         path,
         None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
-    )?;
+    ) {
+        Err(Errno::ENOENT) => return Ok(()),
+        r => r?,
+    }
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | MsFlags::MS_RDONLY

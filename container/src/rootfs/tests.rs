@@ -5,7 +5,7 @@ use nix::mount::MsFlags;
 
 use super::*;
 use crate::syscall::fake::FakeSyscall;
-use crate::syscall::FileKind;
+use crate::syscall::fake::FileKind;
 
 fn cfg<'a>(read_only: bool, volumes: &'a [Volume]) -> RootfsConfig<'a> {
     RootfsConfig {
@@ -284,7 +284,9 @@ fn test_apply_masks_by_kind_and_skips_missing() {
     let mut fake = FakeSyscall::default();
     fake.kinds.insert("/proc/acpi".into(), FileKind::Dir);
     fake.kinds.insert("/proc/kcore".into(), FileKind::Other);
+    fake.kinds.insert("/proc/nothing".into(), FileKind::Missing);
     fake.kinds.insert("/proc/sys".into(), FileKind::Dir);
+    fake.kinds.insert("/proc/none".into(), FileKind::Missing);
     let steps = [
         Step::Mask {
             path: "/proc/acpi".into(),
@@ -304,11 +306,26 @@ fn test_apply_masks_by_kind_and_skips_missing() {
     ];
     apply(&steps, &fake).unwrap();
     let log = fake.log();
-    assert_eq!(log.len(), 4, "{log:#?}");
-    assert!(log[0].starts_with("mount tmpfs /proc/acpi tmpfs"));
-    assert!(log[1].starts_with("mount /dev/null /proc/kcore - ") && log[1].contains("MS_BIND"));
-    assert!(log[2].starts_with("mount /proc/sys /proc/sys -"));
-    assert!(log[3].contains("MS_RDONLY") && log[3].contains("MS_REMOUNT"));
+    assert_eq!(log.len(), 7, "{log:#?}");
+    assert!(
+        log[0].starts_with("mount /dev/null /proc/acpi - "),
+        "tried as a file first"
+    );
+    assert!(
+        log[1].starts_with("mount tmpfs /proc/acpi tmpfs"),
+        "then as a directory"
+    );
+    assert!(log[2].starts_with("mount /dev/null /proc/kcore - ") && log[2].contains("MS_BIND"));
+    assert!(
+        log[3].starts_with("mount /dev/null /proc/nothing"),
+        "missing: one try, skipped"
+    );
+    assert!(log[4].starts_with("mount /proc/sys /proc/sys -"));
+    assert!(log[5].contains("MS_RDONLY") && log[5].contains("MS_REMOUNT"));
+    assert!(
+        log[6].starts_with("mount /proc/none /proc/none -"),
+        "missing: no remount"
+    );
 }
 
 #[test]

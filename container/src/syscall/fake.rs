@@ -10,14 +10,25 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use super::{FileKind, Syscall};
+use super::Syscall;
+
+/// What the fake kernel finds at a path, for mount(2) answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory: a file bind-mounted on it gets ENOTDIR.
+    Dir,
+    /// A file.
+    Other,
+    /// Nothing: mounting on it gets ENOENT.
+    Missing,
+}
 
 /// Records calls instead of making them.
 #[derive(Debug, Default)]
 pub struct FakeSyscall {
     /// One line per call, in order.
     pub calls: RefCell<Vec<String>>,
-    /// What `file_kind` answers per path (default: Missing).
+    /// What is at a mount target; targets not listed exist and accept any mount.
     pub kinds: BTreeMap<PathBuf, FileKind>,
     /// A call whose log line starts with this fails with EPERM.
     pub fail_on: Option<String>,
@@ -49,14 +60,23 @@ impl Syscall for FakeSyscall {
         flags: MsFlags,
         data: Option<&str>,
     ) -> nix::Result<()> {
-        self.record(format!(
+        let line = format!(
             "mount {} {} {} {:?} {}",
             source.map_or("-".into(), |s| s.display().to_string()),
             target.display(),
             fstype.unwrap_or("-"),
             flags,
             data.unwrap_or("-")
-        ))
+        );
+        self.record(line)?;
+        let file_source = source.is_some_and(|s| s == Path::new("/dev/null"));
+        match self.kinds.get(target) {
+            Some(FileKind::Missing) => Err(Errno::ENOENT),
+            Some(FileKind::Dir) if file_source && flags.contains(MsFlags::MS_BIND) => {
+                Err(Errno::ENOTDIR)
+            }
+            _ => Ok(()),
+        }
     }
     fn pivot_root(&self, new_root: &Path) -> nix::Result<()> {
         self.record(format!("pivot_root {}", new_root.display()))
@@ -82,9 +102,6 @@ impl Syscall for FakeSyscall {
             link.display(),
             target.display()
         ))
-    }
-    fn file_kind(&self, path: &Path) -> FileKind {
-        self.kinds.get(path).copied().unwrap_or(FileKind::Missing)
     }
     fn sethostname(&self, name: &str) -> nix::Result<()> {
         self.record(format!("sethostname {name}"))

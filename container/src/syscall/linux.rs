@@ -12,7 +12,7 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
-use super::{FileKind, Syscall};
+use super::Syscall;
 
 /// The host kernel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -143,14 +143,6 @@ impl Syscall for LinuxSyscall {
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
     }
 
-    fn file_kind(&self, path: &Path) -> FileKind {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => FileKind::Dir,
-            Ok(_) => FileKind::Other,
-            Err(_) => FileKind::Missing,
-        }
-    }
-
     fn sethostname(&self, name: &str) -> nix::Result<()> {
         nix::unistd::sethostname(name)
     }
@@ -260,18 +252,5 @@ mod tests {
         assert_eq!(std::mem::size_of::<IfreqFlags>(), 40);
         assert_eq!(std::mem::offset_of!(IfreqFlags, flags), libc::IFNAMSIZ);
         assert_eq!(&lo_request().name[..3], b"lo\0");
-    }
-
-    #[test]
-    fn test_file_kind_of_dir_file_and_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let f = tmp.path().join("f");
-        std::fs::write(&f, b"").unwrap();
-        assert_eq!(LinuxSyscall.file_kind(tmp.path()), FileKind::Dir);
-        assert_eq!(LinuxSyscall.file_kind(&f), FileKind::Other);
-        assert_eq!(
-            LinuxSyscall.file_kind(&tmp.path().join("no")),
-            FileKind::Missing
-        );
     }
 }

@@ -14,17 +14,6 @@ pub mod linux;
 #[cfg(test)]
 pub mod fake;
 
-/// What a path is, for masking: directories get an empty tmpfs, files get /dev/null.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    /// A directory.
-    Dir,
-    /// Anything else (regular file, device, ...).
-    Other,
-    /// Nothing there.
-    Missing,
-}
-
 /// The system calls of the container setup. Every method is one kernel operation.
 pub trait Syscall {
     /// mount(2).
@@ -51,8 +40,6 @@ pub trait Syscall {
     fn bind_fd(&self, fd: &OwnedFd, target: &Path) -> nix::Result<()>;
     /// symlink(2): `link` points to `target`.
     fn symlink(&self, target: &Path, link: &Path) -> nix::Result<()>;
-    /// What is at `path` (lstat).
-    fn file_kind(&self, path: &Path) -> FileKind;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> nix::Result<()>;
     /// unshare(2).
