@@ -83,6 +83,7 @@ def meta(isol):
                 "kvm_intel" if os.path.isdir("/sys/module/kvm_intel") else "none"),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
         "isol": f"{isol} ({build})" if isol else "not found",
+        "kernel": os.environ.get("ISOL_KERNEL") or "not found",
         "versions": {t: _version(v) for t, v in {
             "runc": ["runc", "--version"], "crun": ["crun", "--version"], "bwrap": ["bwrap", "--version"],
             "qemu": ["qemu-system-x86_64", "--version"], "unshare": ["unshare", "--version"]}.items()},
@@ -120,6 +121,10 @@ def run_lab(args, isol):
 def main(argv):
     args = parse_args(argv)
     isol = fixtures.find_isol(args.isol)
+    kernel = fixtures.find_kernel()
+    if kernel and not os.environ.get("ISOL_KERNEL"):
+        # isol and the QEMU baseline boot the same kernel; the lab passes ISOL_* through.
+        os.environ["ISOL_KERNEL"] = kernel
     tmp = fixtures.make_tmp()
     results = {"meta": meta(isol), "sections": {}}
     ctx = sections.Ctx(args, isol, tmp)
@@ -150,7 +155,7 @@ def print_all(results):
     print(f"isol benchmark, {m['date']}")
     print(f"  host: {m['host']}; /dev/kvm: {m['kvm']}")
     print(f"  load average at start: {' '.join(m['loadavg_start'])}, at end: {' '.join(m['loadavg_end'])}")
-    print(f"  isol: {m['isol']}")
+    print(f"  isol: {m['isol']}; guest kernel (ISOL_KERNEL): {m['kernel']}")
     print("  " + "; ".join(f"{k}: {v}" for k, v in m["versions"].items()))
     print("  times: median and spread (p25/p75, min/max, MAD) of start-to-exit, measured from spawn to "
           "the child's exit (pidfd)")

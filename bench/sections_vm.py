@@ -88,10 +88,11 @@ def _pipe_cands(ctx, sec, modes):
             cands.append(runner.Cand(f"isol_{mode}", f"isol run --mode {mode} -- sh -c '{S.PIPE_CMD}'",
                                      S._isol(ctx, "run", "--mode", mode, "--", "sh", "-c", S.PIPE_CMD),
                                      check=_all_bytes, timeout=300, rss=False))
-    rootfs = ctx.get_rootfs()
-    if rootfs and S._tools(sec, ["unshare"]):
-        cands.append(runner.Cand("unshare", f"unshare ... chroot ROOTFS sh -c '{S.PIPE_CMD}' (floor)",
-                                 lambda i: S.TRUE_NS + ["chroot", rootfs, "sh", "-c", S.PIPE_CMD],
+    if S._tools(sec, ["unshare", "busybox"]):
+        # The same static busybox isol's rootfs holds, run by the host (its /dev/zero).
+        bb = "/bin/busybox"
+        cands.append(runner.Cand("unshare", f"unshare ... busybox sh -c '{S.PIPE_CMD}' (floor)",
+                                 lambda i: S.TRUE_NS + [bb, "sh", "-c", f"{bb} {S.PIPE_CMD}"],
                                  check=_all_bytes, timeout=300, rss=False))
     return cands
 
