@@ -59,6 +59,15 @@ impl MachineControl {
         self.inner.changed.notify_all();
     }
 
+    /// The reason the machine ended, once known.
+    pub fn exit(&self) -> Option<MachineExit> {
+        self.inner
+            .exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// True once the machine is ending: vCPU loops check this before every `KVM_RUN`.
     pub fn is_stopping(&self) -> bool {
         self.inner.stopping.load(Ordering::SeqCst)

@@ -285,6 +285,10 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u8, ctx: &VcpuContext) {
         }
     }
     KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+    if ctx.control.exit() == Some(MachineExit::DeadlineExpired) {
+        // Where a guest that never finished was: for the console log, not the user.
+        dump_state(&mut vcpu, index, "still running at the deadline", &ctx.log);
+    }
 }
 
 fn internal_error_reason(vcpu: &mut VcpuFd, index: u8) -> String {
@@ -310,6 +314,9 @@ fn dump_state(vcpu: &mut VcpuFd, index: u8, reason: &str, log: &DebugLog) {
             "vCPU {index}: rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}",
             r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi
         ));
+    }
+    if let Ok(mp) = vcpu.get_mp_state() {
+        log.always(format_args!("vCPU {index}: mp_state={}", mp.mp_state));
     }
     if let Ok(s) = vcpu.get_sregs() {
         log.always(format_args!(

@@ -1,0 +1,208 @@
+//! Tests of the Machine API the VM backend codes against, with the tiny guests of
+//! tests/guests. Each test body runs in a child process (this test binary re-executed with
+//! `ISOL_VMM_TEST_CHILD=1`), so VMs, threads and fds never outlive it. They run on any
+//! /dev/kvm, PVM included (tiny guests, `allow_pvm`), and fail loudly without one.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use isol_vmm::devices::PioDevice;
+use isol_vmm::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
+
+const HELLO: &[u8] = b"Hello from isol tiny guest\n";
+
+/// Runs `body` in a child process; the parent asserts the child passed.
+fn in_child(name: &str, body: fn()) {
+    if std::env::var_os("ISOL_VMM_TEST_CHILD").is_some() {
+        body();
+        return;
+    }
+    if std::env::var_os("ISOL_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
+        eprintln!("!!! ISOL_SKIP_PRIVILEGED=1: SKIPPING privileged test {name} !!!");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("ISOL_VMM_TEST_CHILD", "1")
+        .output()
+        .expect("re-run the test binary");
+    assert!(
+        out.status.success(),
+        "child test {name} failed: {:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn guest(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-machine-guests");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh");
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("run build.sh");
+        assert!(
+            out.status.success(),
+            "assembling the tiny guests failed (needs binutils):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    });
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "/dev/kvm is missing: these tests need KVM (hardware or PVM)"
+    );
+    dir.join(name)
+}
+
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("sink lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn config(kernel: &str, console: Sink) -> MachineConfig {
+    MachineConfig {
+        kernel: guest(kernel),
+        initrd: None,
+        cmdline: String::new(),
+        memory: 64 << 20,
+        vcpus: 2,
+        console: Box::new(console),
+        allow_pvm: true,
+    }
+}
+
+/// Records what the guest writes and stops the machine (a guest's exit-status port).
+struct StatusPort {
+    seen: Arc<Mutex<Vec<u8>>>,
+    control: MachineControl,
+}
+impl PioDevice for StatusPort {
+    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write(&mut self, _offset: u16, data: &[u8]) {
+        self.seen.lock().expect("status lock").extend_from_slice(data);
+        self.control.stop();
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+#[test]
+fn test_machine_device_stops_machine() {
+    in_child("test_machine_device_stops_machine", || {
+        let mut m = Machine::new(config("status", Sink::default())).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let dev = StatusPort {
+            seen: seen.clone(),
+            control: m.control(),
+        };
+        m.add_pio_device(0x600, 4, Arc::new(Mutex::new(dev)))
+            .unwrap();
+        let exit = m
+            .run(Some(Instant::now() + Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(exit, MachineExit::Stopped);
+        assert_eq!(*seen.lock().unwrap(), vec![42]);
+    });
+}
+
+#[test]
+fn test_machine_add_pio_device_overlap_rejected() {
+    in_child("test_machine_add_pio_device_overlap_rejected", || {
+        let mut m = Machine::new(config("hello-pvh", Sink::default())).unwrap();
+        let dev = || -> Arc<Mutex<dyn PioDevice>> {
+            Arc::new(Mutex::new(StatusPort {
+                seen: Default::default(),
+                control: MachineControl::new(),
+            }))
+        };
+        let err = m.add_pio_device(0x3fc, 8, dev()).unwrap_err();
+        assert!(matches!(err, MachineError::Bus(_)), "{err:?}");
+        assert!(
+            m.add_pio_device(0x64, 1, dev()).is_err(),
+            "i8042 command port is taken"
+        );
+        m.add_pio_device(0x600, 4, dev()).unwrap();
+        assert!(m.add_pio_device(0x603, 1, dev()).is_err());
+    });
+}
+
+#[test]
+fn test_machine_console_gets_serial_and_reset_ends_run() {
+    in_child(
+        "test_machine_console_gets_serial_and_reset_ends_run",
+        || {
+            let console = Sink::default();
+            let m = Machine::new(config("hello-pvh", console.clone())).unwrap();
+            let exit = m
+                .run(Some(Instant::now() + Duration::from_secs(20)))
+                .unwrap();
+            assert_eq!(exit, MachineExit::Reset);
+            let text = console.0.lock().unwrap().clone();
+            assert!(
+                text.starts_with(HELLO),
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+        },
+    );
+}
+
+#[test]
+fn test_machine_stop_from_another_thread_ends_spinning_and_halted_guests() {
+    in_child(
+        "test_machine_stop_from_another_thread_ends_spinning_and_halted_guests",
+        || {
+            for kernel in ["spin", "halt"] {
+                let m = Machine::new(config(kernel, Sink::default())).unwrap();
+                let control = m.control();
+                let stopper = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    control.stop();
+                });
+                let start = Instant::now();
+                let exit = m
+                    .run(Some(Instant::now() + Duration::from_secs(30)))
+                    .unwrap();
+                stopper.join().unwrap();
+                assert_eq!(exit, MachineExit::Stopped, "{kernel}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(3),
+                    "{kernel}: {:?}",
+                    start.elapsed()
+                );
+            }
+        },
+    );
+}
+
+#[test]
+fn test_machine_run_frees_every_fd() {
+    in_child("test_machine_run_frees_every_fd", || {
+        let before = open_fds();
+        for _ in 0..5 {
+            let m = Machine::new(config("hello-pvh", Sink::default())).unwrap();
+            assert_eq!(m.run(None).unwrap(), MachineExit::Reset);
+        }
+        let _ = Machine::new(config("hello-pvh", Sink::default())).unwrap(); // dropped unrun
+        assert_eq!(open_fds(), before);
+    });
+}
