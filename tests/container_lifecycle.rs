@@ -232,6 +232,27 @@ fn test_container_sigkill_of_isol_then_gc_cleans_up() {
 }
 
 #[test]
+fn test_container_sigkill_of_isol_then_next_run_cleans_up() {
+    let args = [
+        "--pids",
+        "10",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 1004.5",
+    ];
+    let (mut child, _out) = start_ready(&args);
+    let pid = child.id();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    // Any later run collects orphans of dead isol processes before it starts.
+    let out = run_isol(Mode::Container, &["--", "true"], b"");
+    assert_code(&out, 0);
+    let tr = traces_of(pid);
+    assert!(tr.is_empty(), "the next run left {tr:?}");
+}
+
+#[test]
 fn test_container_sigkill_of_isol_without_limits_kills_workload() {
     let (mut child, _out) = start_ready(&["--", "sh", "-c", "echo ready; exec sleep 1003.5"]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
