@@ -233,7 +233,12 @@ impl Prepared for PreparedContainer {
     fn run(mut self) -> Result<WorkloadExit, ContainerError> {
         let result = process::run(&self.child, &self.cgroups, self.timeout, &self.command);
         let mut problems = self.cgroups.remove();
-        problems.extend(self.record.as_mut().and_then(RunRecord::remove));
+        match self.record.take() {
+            // Keep the record naming cgroups that would not go: `isol gc` retries them.
+            Some(r) if !problems.is_empty() => r.keep(),
+            Some(mut r) => problems.extend(r.remove()),
+            None => {}
+        }
         for p in &problems {
             eprintln!("isol: warning: {p} (`isol gc` retries)");
         }

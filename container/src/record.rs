@@ -100,6 +100,11 @@ impl RunRecord {
         &self.dir
     }
 
+    /// Leaves the record in place (for `isol gc`) instead of removing it on drop.
+    pub fn keep(mut self) {
+        self.removed = true;
+    }
+
     /// Removes the record; returns what could not be removed.
     pub fn remove(&mut self) -> Option<String> {
         if self.removed {
