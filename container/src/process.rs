@@ -165,12 +165,19 @@ pub fn run(
     drop(report_w);
     if let Some((sync_r, sync_w)) = sync {
         drop(sync_r);
-        if let Err(e) = cgroups.attach(pid.as_raw()) {
+        let go = cgroups
+            .attach(pid.as_raw())
+            .map_err(ContainerError::Attach)
+            .and_then(|()| {
+                nix::unistd::write(&sync_w, b"g")
+                    .map(drop)
+                    .map_err(ContainerError::Pipe)
+            });
+        if let Err(e) = go {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = reap(pid);
-            return Err(ContainerError::Attach(e));
+            return Err(e);
         }
-        nix::unistd::write(&sync_w, b"g").map_err(ContainerError::Pipe)?;
     }
     let waited = wait(pid, &pidfd, timeout).and_then(|timed_out| {
         // The init is dead and its namespace empty: every writer of the pipe is gone.
