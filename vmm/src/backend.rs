@@ -12,7 +12,7 @@
 //! Timeouts: the workload's `--timeout` counts from the moment the init reports the
 //! workload started (as container mode counts from its start), so a slow boot does not eat
 //! it; the boot itself is bounded by `$ISOL_VM_BOOT_TIMEOUT` seconds (default
-//! [`DEFAULT_BOOT_TIMEOUT`], 300 inside the nested lab where boots are emulated).
+//! [`DEFAULT_BOOT_TIMEOUT`], [`LAB_BOOT_TIMEOUT`] inside the nested lab where boots are emulated).
 
 mod console;
 mod plan;
@@ -39,7 +39,7 @@ use rundir::RunDir;
 /// Seconds the workload may take to start on a host with hardware KVM.
 pub const DEFAULT_BOOT_TIMEOUT: u64 = 60;
 /// ... and inside the nested lab (emulated boots take seconds to minutes).
-pub const LAB_BOOT_TIMEOUT: u64 = 300;
+pub const LAB_BOOT_TIMEOUT: u64 = 600;
 
 /// The VM backend.
 #[derive(Debug, Default)]
