@@ -231,7 +231,9 @@ impl Prepared for PreparedContainer {
     type Error = ContainerError;
 
     fn run(mut self) -> Result<WorkloadExit, ContainerError> {
+        let prepared = self.started.elapsed();
         let result = process::run(&self.child, &self.cgroups, self.timeout, &self.command);
+        let ran = self.started.elapsed();
         let mut problems = self.cgroups.remove();
         match self.record.take() {
             // Keep the record naming cgroups that would not go: `isol gc` retries them.
@@ -243,9 +245,12 @@ impl Prepared for PreparedContainer {
             eprintln!("isol: warning: {p} (`isol gc` retries)");
         }
         if self.verbose {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             eprintln!(
-                "isol: container done in {:?}: {result:?}",
-                self.started.elapsed()
+                "isol: container: prepare {:.2} ms, run {:.2} ms, cleanup {:.2} ms: {result:?}",
+                ms(prepared),
+                ms(ran - prepared),
+                ms(self.started.elapsed() - ran)
             );
         }
         result
