@@ -108,3 +108,13 @@ fn test_container_quota_throttles_cpu() {
         "busy loop got {ticks} ticks of CPU under a 0.2 CPU quota"
     );
 }
+
+#[test]
+fn test_container_sees_its_own_cgroup_limits_read_only() {
+    // v1 hierarchies under /sys/fs/cgroup/<controller>, or cgroup2 at /sys/fs/cgroup.
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  echo 1 > /sys/fs/cgroup/cgroup.procs 2>/dev/null || echo read-only";
+    let out = run(&["--memory", "64M", "--", "sh", "-c", script]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "67108864\nread-only\n");
+}

@@ -150,6 +150,34 @@ fn child_config(
     })
 }
 
+/// How the run's cgroups appear under /sys/fs/cgroup inside the container.
+fn cgroup_view(dirs: &[cgroup::CgroupDir]) -> Vec<rootfs::CgroupMount> {
+    if let [d] = dirs {
+        if d.version == cgroup::Version::V2 {
+            return vec![rootfs::CgroupMount {
+                name: None,
+                v2: true,
+                controllers: String::new(),
+            }];
+        }
+    }
+    dirs.iter()
+        .map(|d| {
+            let v2 = d.version == cgroup::Version::V2;
+            let controllers = d.controllers.join(",");
+            rootfs::CgroupMount {
+                name: Some(if v2 {
+                    "unified".into()
+                } else {
+                    controllers.clone()
+                }),
+                v2,
+                controllers,
+            }
+        })
+        .collect()
+}
+
 /// The run record naming this isol process as the owner of `cgroups`.
 fn write_record(base: &Path, id: &str, cgroups: Vec<PathBuf>) -> std::io::Result<RunRecord> {
     // A pid always fits in i32.
@@ -200,6 +228,7 @@ impl Backend for ContainerBackend {
                 read_only: spec.read_only,
                 volumes: &spec.volumes,
                 cwd: &spec.cwd,
+                cgroups: &cgroup_view(&cg_plan),
             },
             &|p: &Path| p.is_dir(),
         )

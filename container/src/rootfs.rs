@@ -116,6 +116,21 @@ pub struct RootfsConfig<'a> {
     pub volumes: &'a [Volume],
     /// Working directory (created if missing and the root is writable).
     pub cwd: &'a Path,
+    /// The run's cgroup hierarchies, shown read-only under /sys/fs/cgroup.
+    pub cgroups: &'a [CgroupMount],
+}
+
+/// A cgroup hierarchy shown read-only inside the container, rooted at the run's own
+/// cgroup (the init unshares the cgroup namespace before mounting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMount {
+    /// Directory under /sys/fs/cgroup; `None` mounts cgroup2 on /sys/fs/cgroup itself
+    /// (pure cgroup2 hosts).
+    pub name: Option<String>,
+    /// cgroup2 rather than a v1 hierarchy.
+    pub v2: bool,
+    /// The v1 hierarchy's controllers (`cpu,cpuacct`), its mount options.
+    pub controllers: String,
 }
 
 /// The plan cannot be made.
@@ -239,6 +254,7 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
         overlay_steps(cfg, &mut steps)
     };
     system_mounts(&root, !bind, &mut steps);
+    cgroup_mounts(&root.join("sys/fs/cgroup"), cfg.cgroups, &mut steps);
     steps.push(Step::PivotRoot { new_root: root });
     after_pivot(cfg, bind, &volumes, &mut steps);
     Ok(steps)
@@ -307,6 +323,40 @@ fn overlay_steps(cfg: &RootfsConfig, steps: &mut Vec<Step>) -> PathBuf {
         &data,
     ));
     s.join("root")
+}
+
+/// /sys/fs/cgroup: the run's hierarchies, read-only (nothing without cgroups).
+fn cgroup_mounts(at: &Path, cgroups: &[CgroupMount], steps: &mut Vec<Step>) {
+    let pseudo = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let ro = pseudo | MsFlags::MS_RDONLY;
+    if let [CgroupMount { name: None, .. }] = cgroups {
+        steps.push(mount("cgroup2", at.to_path_buf(), "cgroup2", ro, ""));
+        return;
+    }
+    if cgroups.is_empty() {
+        return;
+    }
+    steps.push(mount(
+        "tmpfs",
+        at.to_path_buf(),
+        "tmpfs",
+        pseudo,
+        "mode=755",
+    ));
+    for c in cgroups {
+        let dir = at.join(c.name.as_deref().unwrap_or("unified"));
+        steps.push(Step::Mkdir {
+            path: dir.clone(),
+            mode: 0o555,
+        });
+        let (fstype, data) = if c.v2 {
+            ("cgroup2", "")
+        } else {
+            ("cgroup", c.controllers.as_str())
+        };
+        steps.push(mount("cgroup", dir, fstype, ro, data));
+    }
+    steps.push(remount_ro(at.to_path_buf(), pseudo));
 }
 
 /// /proc, /sys, /dev and /tmp under `root` (before pivot_root).

@@ -103,6 +103,10 @@ pub struct CgroupDir {
     pub parent_writes: Vec<Write>,
     /// The limits.
     pub writes: Vec<Write>,
+    /// The hierarchy's version.
+    pub version: Version,
+    /// The hierarchy's controllers (v1 mount options).
+    pub controllers: Vec<String>,
 }
 
 fn w(dir: &Path, file: &str, value: impl ToString) -> Write {
@@ -205,6 +209,8 @@ pub fn plan(
                     path: path.clone(),
                     parent_writes: Vec::new(),
                     writes: Vec::new(),
+                    version: h.version,
+                    controllers: h.controllers.clone(),
                 });
                 dirs.len() - 1
             }

@@ -14,6 +14,7 @@ fn cfg<'a>(read_only: bool, volumes: &'a [Volume]) -> RootfsConfig<'a> {
         read_only,
         volumes,
         cwd: Path::new("/"),
+        cgroups: &[],
     }
 }
 
@@ -357,4 +358,58 @@ fn test_apply_full_plan_against_fake_records_every_step() {
     assert!(log
         .iter()
         .any(|l| l == "mknod /run/isol/container/c1/root/dev/null 666 1:3"));
+}
+
+#[test]
+fn test_plan_cgroupfs_hybrid_tmpfs_with_v1_hierarchies_read_only() {
+    let cgs = [
+        CgroupMount {
+            name: Some("memory".into()),
+            v2: false,
+            controllers: "memory".into(),
+        },
+        CgroupMount {
+            name: Some("cpu,cpuacct".into()),
+            v2: false,
+            controllers: "cpu,cpuacct".into(),
+        },
+    ];
+    let mut c = cfg(false, &[]);
+    c.cgroups = &cgs;
+    let steps = plan(&c, &all_dirs).unwrap();
+    let base = PathBuf::from("/run/isol/container/c1/root/sys/fs/cgroup");
+    let i = steps
+        .iter()
+        .position(
+            |s| matches!(s, Step::Mount { target, fstype: Some("tmpfs"), .. } if *target == base),
+        )
+        .expect("tmpfs on /sys/fs/cgroup");
+    assert!(
+        matches!(&steps[i + 2], Step::Mount { target, fstype: Some("cgroup"), data: Some(d), flags, .. }
+        if *target == base.join("memory") && d == "memory" && flags.contains(MsFlags::MS_RDONLY))
+    );
+    assert!(matches!(&steps[i + 4], Step::Mount { data: Some(d), .. } if d == "cpu,cpuacct"));
+    assert!(matches!(&steps[i + 5], Step::Mount { target, flags, .. }
+        if *target == base && flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)));
+}
+
+#[test]
+fn test_plan_cgroupfs_pure_v2_single_mount_and_none_without_cgroups() {
+    let cgs = [CgroupMount {
+        name: None,
+        v2: true,
+        controllers: String::new(),
+    }];
+    let mut c = cfg(false, &[]);
+    c.cgroups = &cgs;
+    let steps = plan(&c, &all_dirs).unwrap();
+    let n = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Mount { fstype: Some("cgroup2"), target, .. } if target.ends_with("sys/fs/cgroup")))
+        .count();
+    assert_eq!(n, 1);
+    let none = plan(&cfg(false, &[]), &all_dirs).unwrap();
+    assert!(!none
+        .iter()
+        .any(|s| matches!(s, Step::Mount { target, .. } if target.ends_with("sys/fs/cgroup"))));
 }
