@@ -91,6 +91,29 @@ rw_dirs() {
   done
 }
 
+# The L1 kernel's command line. Everything here shortens the boot under TCG, where each
+# instruction is emulated: quiet console (each byte is an emulated UART write); no ACPI IRQ
+# routing (AML under TCG takes ~1 s; ACPI stays on, it describes the second CPU and nested
+# KVM hangs on a 1-CPU L1); no LSMs, audit, speculation mitigations; TSC trusted
+# (QEMU's TSC follows the host clock; otherwise the clocksource watchdog falls back to the
+# slow emulated HPET); no IO-APIC timer check; one UART; RNG seeded from RDRAND.
+# Under TCG the L1's TSC is the host's TSC (QEMU reads the host's), so on a host with a
+# constant TSC its frequency is passed in (tsc_early_khz): calibrating it against the
+# emulated PIT on a busy host fails or drifts ("Unable to calibrate against PIT").
+l1_cmdline() {
+  local khz="" hz
+  if grep -qw constant_tsc /proc/cpuinfo; then
+    # lpj (delay-loop units per jiffy) from the same frequency: the secondary CPU otherwise
+    # calibrates its delay loop too, and fails the same way.
+    hz=$(sed -n 's/^CONFIG_HZ=//p' "$kdir/config" 2>/dev/null)
+    khz=$(awk -F: -v hz="${hz:-250}" \
+      '/^cpu MHz/ { k = int($2 * 1000); printf "tsc_early_khz=%d lpj=%d", k, k * 1000 / hz; exit }' /proc/cpuinfo)
+  fi
+  echo "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t acpi=noirq mitigations=off" \
+       "random.trust_cpu=on tsc=reliable no_timer_check audit=0 security=none lsm=" \
+       "8250.nr_uarts=1 $khz"
+}
+
 # QEMU's command line for an L1 whose io share is $1, console log $2, mode $3 (oneshot or
 # session), extra kernel command line $4.
 qemu_args() {
@@ -101,7 +124,7 @@ qemu_args() {
     -nodefaults -no-user-config -display none -monitor none -no-reboot
     -serial "file:$console"
     -kernel "$kimage" -initrd "$initramfs"
-    -append "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t acpi=noirq mitigations=off random.trust_cpu=on isol_lab=$mode $extra ${ISOL_LAB_APPEND:-}"
+    -append "$(l1_cmdline) isol_lab=$mode $extra ${ISOL_LAB_APPEND:-}"
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
     -virtfs "local,path=$io,mount_tag=io,security_model=none,multidevs=remap")
   : >"$io/mounts"
