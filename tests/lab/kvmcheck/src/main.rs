@@ -28,19 +28,19 @@ const MAX_EXITS: usize = 256;
 /// 16-bit real-mode code, loaded at CODE_ADDR.
 const GUEST_CODE: &[u8] = &[
     0xc6, 0x06, 0x00, 0x30, MARKER, // mov byte [0x3000], MARKER
-    0xba, 0xf8, 0x03, //               mov dx, 0x3f8
-    0x00, 0xd8, //                     add al, bl        (host set al=2, bl=3)
-    0x04, b'0', //                     add al, '0'
-    0xee, //                           out dx, al        ('5')
-    0xb0, b'\n', //                    mov al, '\n'
-    0xee, //                           out dx, al
-    0xbe, 0x00, 0x20, //               mov si, 0x2000
-    0xac, //                     loop: lodsb
-    0x84, 0xc0, //                     test al, al
-    0x74, 0x03, //                     jz done
-    0xee, //                           out dx, al
-    0xeb, 0xf8, //                     jmp loop
-    0xf4, //                     done: hlt
+    0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0x00, 0xd8, // add al, bl        (host set al=2, bl=3)
+    0x04, b'0', // add al, '0'
+    0xee, // out dx, al        ('5')
+    0xb0, b'\n', // mov al, '\n'
+    0xee,  // out dx, al
+    0xbe, 0x00, 0x20, // mov si, 0x2000
+    0xac, // loop: lodsb
+    0x84, 0xc0, // test al, al
+    0x74, 0x03, // jz done
+    0xee, // out dx, al
+    0xeb, 0xf8, // jmp loop
+    0xf4, // done: hlt
 ];
 
 #[derive(Debug, thiserror::Error)]
