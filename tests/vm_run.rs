@@ -288,8 +288,9 @@ fn vm_runs_leave_nothing_behind() {
     if skip("vm_runs_leave_nothing_behind") {
         return;
     }
-    let s = r#""$1" run --mode vm -- true; "$1" run --mode vm -- no-such-cmd 2>/dev/null; "$1" run --mode vm --timeout 1 -- sleep 9 2>/dev/null
-ls -A /run/isol/vm 2>/dev/null | wc -l"#;
+    // A private run directory: other tests may run VMs in the same lab at the same time.
+    let s = r#"ISOL_RUN_DIR=$(mktemp -d); export ISOL_RUN_DIR; "$1" run --mode vm -- true; "$1" run --mode vm -- no-such-cmd 2>/dev/null; "$1" run --mode vm --timeout 1 -- sleep 9 2>/dev/null
+ls -A "$ISOL_RUN_DIR/vm" 2>/dev/null | wc -l; rm -rf "$ISOL_RUN_DIR""#;
     let o = script(s);
     assert_eq!(stdout(&o).trim(), "0", "stderr: {}", stderr(&o));
 }

@@ -59,6 +59,12 @@ fn print_error(e: &InitError) {
 fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     setup::apply(&setup::system_plan(), Path::new("/dev/null"))?;
     ensure_stdio();
+    // Guest RAM is small (the workload's limit plus overhead), so the kernel's heuristic
+    // would refuse a single allocation larger than it, where the host grants it and the
+    // memory cgroup OOM-kills the workload (137). Always overcommit, as the host
+    // effectively does for any limit that fits its RAM.
+    std::fs::write("/proc/sys/vm/overcommit_memory", "1")
+        .ctx(|| "set vm.overcommit_memory to 1".into())?;
     let text = std::fs::read_to_string(CONFIG_PATH).ctx(|| format!("read {CONFIG_PATH}"))?;
     let cfg = GuestConfig::decode(&text).map_err(|e| InitError {
         op: format!("parse {CONFIG_PATH}"),

@@ -236,6 +236,8 @@ impl Backend for VmBackend {
         let vcpus = plan::vcpus(spec);
         let vcpus_u8 = u8::try_from(vcpus).map_err(|_| VmError::TooManyCpus(vcpus))?;
         let parent = rundir::vm_runs_dir();
+        // Directories of killed runs go now, not only on `isol gc` (a readdir when clean).
+        let _ = rundir::gc_in(&parent);
         let dir = RunDir::create_in(&parent).map_err(|source| VmError::RunDir {
             path: parent,
             source,

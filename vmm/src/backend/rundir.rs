@@ -60,16 +60,18 @@ impl Drop for RunDir {
 /// Whether the owner recorded in `dir` is gone.
 fn orphaned(dir: &Path) -> bool {
     let Ok(rec) = std::fs::read_to_string(dir.join(OWNER)) else {
-        // No record: a directory killed between mkdir and the record write, or not ours.
-        return dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains('-'));
+        // No record yet (a run being created) or killed before writing it: judge by the
+        // pid in the name; a name without one is not ours to remove.
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let pid = name.and_then(|n| n.split('-').next().and_then(|p| p.parse::<u32>().ok()));
+        return pid.is_some_and(|p| start_time(p).is_none());
     };
     let mut parts = rec.split_whitespace();
     let pid: Option<u32> = parts.next().and_then(|p| p.parse().ok());
     let started: Option<u64> = parts.next().and_then(|s| s.parse().ok());
     match (pid, started) {
         (Some(pid), Some(started)) => start_time(pid) != Some(started),
+        // A record cut short by a kill during its write.
         _ => true,
     }
 }
@@ -116,7 +118,12 @@ mod tests {
         let reused = t.path().join("1-2");
         std::fs::create_dir(&reused).unwrap();
         std::fs::write(reused.join(OWNER), "1 123456789\n").unwrap(); // pid 1 started at 0-ish
+        let creating = t.path().join(format!("{}-3", std::process::id()));
+        std::fs::create_dir(&creating).unwrap(); // no owner record yet, owner alive
+        let foreign = t.path().join("not-ours");
+        std::fs::create_dir(&foreign).unwrap();
         let removed = gc_in(t.path()).unwrap();
+        assert!(creating.exists() && foreign.exists());
         assert!(live.path().exists());
         assert!(!dead.exists());
         assert!(!reused.exists());
