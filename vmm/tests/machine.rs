@@ -96,13 +96,18 @@ impl PioDevice for StatusPort {
         data.fill(0);
     }
     fn write(&mut self, _offset: u16, data: &[u8]) {
-        self.seen.lock().expect("status lock").extend_from_slice(data);
+        self.seen
+            .lock()
+            .expect("status lock")
+            .extend_from_slice(data);
         self.control.stop();
     }
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 #[test]
