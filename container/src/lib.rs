@@ -106,10 +106,16 @@ fn cgroup_plan(
             path: "/proc/self/mountinfo".into(),
             source,
         })?;
-    let cpuset = match (r.cpus, layout.find(Controller::Cpuset)) {
+    let mut cpuset = match (r.cpus, layout.find(Controller::Cpuset)) {
         (Some(_), Some(h)) => cgroup::read_cpuset(h)?,
         _ => CpusetInfo::default(),
     };
+    // Runs take the first ceil(cpus) CPUs of this list: rotating it by the pid spreads
+    // concurrent runs over the host's CPUs instead of piling them on CPU 0.
+    if !cpuset.cpus.is_empty() {
+        let n = cpuset.cpus.len();
+        cpuset.cpus.rotate_left(std::process::id() as usize % n);
+    }
     cgroup::plan(&layout, r, id, &cpuset)
 }
 

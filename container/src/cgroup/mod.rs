@@ -154,11 +154,11 @@ pub fn read_cpuset(h: &Hierarchy) -> Result<CpusetInfo, CgroupError> {
     })
 }
 
+/// A kernel CPU list, ascending.
 fn cpu_list(cpus: &[u32]) -> String {
-    cpus.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut v = cpus.to_vec();
+    v.sort_unstable();
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Which controllers a spec needs, with the limit that needs each.

@@ -196,3 +196,26 @@ fn test_remove_dir_missing_is_ok_and_parent_best_effort() {
     assert!(!parent.exists());
     remove_dir(&child, None).unwrap();
 }
+
+#[test]
+fn test_plan_cpuset_takes_first_cpus_of_rotated_list_ascending() {
+    let fs_ = FakeCgroupFs::new();
+    let layout = fs_.hybrid();
+    let cpuset = CpusetInfo {
+        cpus: vec![2, 3, 0, 1],
+        mems: "0".into(),
+    };
+    let p = plan(&layout, &limits(None, None, Some(2.0)), "isol-4-d", &cpuset).unwrap();
+    let all: Vec<&Write> = p
+        .iter()
+        .flat_map(|d| d.parent_writes.iter().chain(&d.writes))
+        .collect();
+    let get = |suffix: &str| {
+        all.iter()
+            .find(|w| w.path.ends_with(suffix))
+            .map(|w| w.value.clone())
+            .unwrap()
+    };
+    assert_eq!(get("isol/cpuset.cpus"), "0,1,2,3");
+    assert_eq!(get("isol-4-d/cpuset.cpus"), "2,3");
+}
