@@ -19,7 +19,7 @@ fn skip(name: &str) -> bool {
 fn guest(name: &str) -> PathBuf {
     let src = support::repo_root().join(format!("tests/vm_guests/{name}-raw.s"));
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-guests");
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("the test temp dir is writable");
     let obj = dir.join(format!("{name}-{}.o", std::process::id()));
     let bin = dir.join(format!("{name}-{}.bin", std::process::id()));
     let run = |cmd: &mut Command| {
@@ -84,7 +84,9 @@ fn isol_vm(
     let writer = std::thread::spawn(move || {
         let _ = std::io::Write::write_all(&mut input, &data);
     });
-    let out = child.wait_with_output().unwrap();
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"));
     let _ = writer.join();
     out
 }
