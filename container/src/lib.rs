@@ -1,10 +1,20 @@
 //! isol-container: runs a workload in Linux namespaces and cgroups.
 //!
 //! [`ContainerBackend::prepare`] validates what only this backend can check, computes the
-//! mount plan and cgroup writes as data, writes the run record and creates the cgroups.
-//! [`PreparedContainer::run`] clones the container's init into new pid, mount, uts, ipc,
-//! net and cgroup namespaces, waits for the workload and removes the cgroups and the run
-//! record whatever happened (dropping a `PreparedContainer` removes them too).
+//! mount plan and cgroup writes as data, and (for runs with limits) writes the run record
+//! and creates the cgroups. [`PreparedContainer::run`] clones the container's init into
+//! new pid, mount, uts, ipc, net and cgroup namespaces, waits for the workload and
+//! removes the cgroups and the run record whatever happened (dropping a
+//! `PreparedContainer` removes them too).
+//!
+//! Design choices:
+//! - A small init (a clone of isol, no exec) is PID 1 and forwards signals to the
+//!   workload, like `docker run --init`; see `init`.
+//! - Mounts exist only in the container's mount namespace (everything below `/` is made
+//!   private first), so they vanish with it; the host keeps no per-run directory.
+//! - Only limited controllers get a cgroup, and only runs with cgroups get a run record
+//!   (what `isol gc` needs after a SIGKILL of isol; the init dies with isol through its
+//!   parent-death signal, taking the namespaces along).
 //!
 //! Module map: `syscall` (the kernel, behind a trait with a recording fake), `rootfs`
 //! (mount plan), `cgroup` (layout detection, limits), `namespaces`, `security`
