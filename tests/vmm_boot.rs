@@ -2,7 +2,9 @@
 //! vmm/tests/guests (assembled here with binutils' `as`/`ld` by vmm/tests/guests/build.sh).
 //!
 //! They run for real on any /dev/kvm, PVM included (tiny guests are not Linux kernels, so
-//! they pass `--allow-pvm`), and fail loudly when /dev/kvm or binutils is missing.
+//! they pass `--allow-pvm`), and fail loudly when /dev/kvm or binutils is missing. One test
+//! boots the default guest kernel (kernels/build.sh) with a busybox initrd through both boot
+//! paths: directly on hardware KVM, through the nested lab (tests/lab/run.sh) on PVM.
 
 mod support;
 
@@ -274,4 +276,90 @@ fn test_boot_rejects_too_long_cmdline() {
     let (out, _) = boot("hello-pvh", &["--cmdline", &long]);
     assert_code(&out, 125);
     assert!(stderr(&out).contains("at most 2047"), "{}", stderr(&out));
+}
+
+/// The default guest kernel's directory (vmlinux and bzImage), or a loud failure.
+fn kernel_dir() -> PathBuf {
+    let dir = isol_common::paths::cache_dir().join("kernels/default");
+    assert!(
+        dir.join("vmlinux").is_file() && dir.join("bzImage").is_file(),
+        "{} has no vmlinux/bzImage: build the guest kernel with kernels/build.sh (see README)",
+        dir.display()
+    );
+    dir
+}
+
+/// A gzip'd newc initramfs whose /init (static busybox) prints the CPU count and reboots.
+fn busybox_initrd(dir: &std::path::Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(root.join("proc")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox (static) is needed: apt-get install busybox-static");
+    let init = "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
+                echo INITRD_OK cpus=$(/bin/busybox grep -c ^processor /proc/cpuinfo)\n\
+                /bin/busybox reboot -f\n";
+    std::fs::write(root.join("init"), init).expect("write init");
+    let out = dir.join("initrd.cpio.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "chmod +x init && find . | cpio -o -H newc 2>/dev/null | gzip > {}",
+            out.display()
+        ))
+        .current_dir(&root)
+        .status()
+        .expect("sh");
+    assert!(
+        st.success(),
+        "cannot pack the initramfs (needs cpio and gzip)"
+    );
+    out
+}
+
+/// Real Linux through both boot paths (PVH vmlinux, 64-bit bzImage) with an initrd and 2
+/// vCPUs: directly on hardware KVM, inside the nested lab on a PVM host (slow: minutes).
+#[test]
+fn test_boot_real_linux_pvh_and_bzimage_with_initrd() {
+    if skip_privileged("test_boot_real_linux_pvh_and_bzimage_with_initrd") {
+        return;
+    }
+    support::require_root();
+    let kernels = kernel_dir();
+    // Under /tmp: the lab shares it with the L1 read-write.
+    let tmp = tempfile::Builder::new()
+        .prefix("isol-vmm-linux")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let initrd = busybox_initrd(tmp.path());
+    let isol = support::isol_bin();
+    let mut script = String::from("set -e\n");
+    for image in ["vmlinux", "bzImage"] {
+        script.push_str(&format!(
+            "{} boot --kernel {} --initrd {} --cpus 2 --memory 256M --timeout 240 \
+             --cmdline 'console=ttyS0 quiet reboot=k panic=-1 rdinit=/init'\n",
+            isol.display(),
+            kernels.join(image).display(),
+            initrd.display()
+        ));
+    }
+    let mut cmd = if kvm_kind() == KvmKind::Pvm && !support::in_lab() {
+        let mut c = Command::new(support::repo_root().join("tests/lab/run.sh"));
+        c.arg("--");
+        c
+    } else {
+        Command::new("env")
+    };
+    let out = cmd
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn");
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("INITRD_OK cpus=2").count(),
+        2,
+        "stdout:\n{text}"
+    );
 }
