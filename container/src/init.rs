@@ -9,9 +9,9 @@
 //! everything left in the namespace. It costs one fork and no exec.
 //!
 //! Order in the init: parent-death signal (isol killed => the init dies => the whole
-//! namespace dies), wait until isol has moved it into its cgroups, cgroup namespace,
-//! hostname, loopback, mounts + pivot_root, then block all signals behind a signalfd and
-//! fork the workload. The workload drops privileges, enters its working directory,
+//! namespace dies), hostname, loopback, mounts + pivot_root (while isol moves the init
+//! into its cgroups), then wait for that, cgroup namespace and /sys/fs/cgroup, block all
+//! signals behind a signalfd and fork the workload (born in the cgroups). The workload drops privileges, enters its working directory,
 //! restores the umask, default signal dispositions and an empty mask, marks every fd but
 //! 0-2 close-on-exec, and execs through `PATH`.
 
@@ -43,8 +43,6 @@ pub struct ChildConfig {
     pub steps: Vec<Step>,
     /// Hostname.
     pub hostname: String,
-    /// Unshare the cgroup namespace after joining the cgroups (not at clone).
-    pub unshare_cgroup: bool,
     /// User, group, capabilities.
     pub identity: Identity,
     /// Working directory.
@@ -112,17 +110,19 @@ fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<()
     if isol_gone(report) {
         process::exit_now(1);
     }
-    if let Some(fd) = sync {
+    namespaces::setup(&LinuxSyscall, &cfg.hostname).map_err(|(what, e)| setup_err(what)(e))?;
+    nix::sys::stat::umask(Mode::empty());
+    let mut sync = sync;
+    let mut join = || {
+        let fd = sync.take().ok_or(Errno::EINVAL)?;
         let mut b = [0u8; 1];
         if !matches!(nix::unistd::read(&fd, &mut b), Ok(1)) {
             // isol could not attach us to the cgroups (or died): it reports, not us.
             process::exit_now(1);
         }
-    }
-    namespaces::setup(&LinuxSyscall, &cfg.hostname, cfg.unshare_cgroup)
-        .map_err(|(what, e)| setup_err(what)(e))?;
-    nix::sys::stat::umask(Mode::empty());
-    rootfs::apply(&cfg.steps, &LinuxSyscall).map_err(|e| Report::Setup {
+        namespaces::join_cgroup_ns(&LinuxSyscall)
+    };
+    rootfs::apply(&cfg.steps, &LinuxSyscall, &mut join).map_err(|e| Report::Setup {
         what: e.step,
         errno: e.errno as i32,
     })?;

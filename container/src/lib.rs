@@ -132,7 +132,6 @@ fn cgroup_plan(
 fn child_config(
     spec: &WorkloadSpec,
     steps: Vec<rootfs::Step>,
-    unshare_cgroup: bool,
 ) -> Result<ChildConfig, ContainerError> {
     let env = spec.effective_env();
     let path = env
@@ -146,7 +145,6 @@ fn child_config(
     Ok(ChildConfig {
         steps,
         hostname: spec.hostname.clone(),
-        unshare_cgroup,
         identity: security::Identity {
             uid: spec.user.uid,
             gid: spec.user.gid,
@@ -249,7 +247,7 @@ impl Backend for ContainerBackend {
             &|p: &Path| p.is_dir(),
         )
         .map_err(ContainerError::Plan)?;
-        let child = child_config(spec, steps, !cg_plan.is_empty())?;
+        let child = child_config(spec, steps)?;
         let record = if cg_plan.is_empty() {
             None
         } else {

@@ -1,7 +1,7 @@
 //! The namespaces of a container: pid, mount, uts, ipc, net and cgroup, created by the
-//! clone of the container's init (pid needs a new process anyway). The cgroup namespace
-//! is unshared only after the init was moved into the run's cgroups, so that its root is
-//! the run's own cgroup. Inside, the init sets the hostname and brings loopback up (the
+//! clone of the container's init (pid needs a new process anyway). When the run has
+//! cgroups, the cgroup namespace is unshared only after isol moved the init into them
+//! (rootfs `Step::JoinCgroups`), so that its root is the run's own cgroup. Inside, the init sets the hostname and brings loopback up (the
 //! only interface of the new network namespace, so there is no route out).
 
 use nix::errno::Errno;
@@ -23,21 +23,18 @@ pub fn clone_flags(cgroups_to_join: bool) -> CloneFlags {
     f
 }
 
-/// Runs inside the init after it joined its cgroups: cgroup namespace (if not done at
-/// clone), hostname, loopback.
-pub fn setup(
-    sys: &dyn Syscall,
-    hostname: &str,
-    unshare_cgroup: bool,
-) -> Result<(), (&'static str, Errno)> {
-    if unshare_cgroup {
-        sys.unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| ("unshare the cgroup namespace", e))?;
-    }
+/// Runs first in the init: hostname and loopback.
+pub fn setup(sys: &dyn Syscall, hostname: &str) -> Result<(), (&'static str, Errno)> {
     sys.sethostname(hostname)
         .map_err(|e| ("set the hostname", e))?;
     sys.loopback_up()
         .map_err(|e| ("bring the loopback interface up", e))
+}
+
+/// Runs in the init once isol has moved it into the run's cgroups: a new cgroup
+/// namespace rooted at them.
+pub fn join_cgroup_ns(sys: &dyn Syscall) -> nix::Result<()> {
+    sys.unshare(CloneFlags::CLONE_NEWCGROUP)
 }
 
 #[cfg(test)]
@@ -58,19 +55,17 @@ mod tests {
     }
 
     #[test]
-    fn test_setup_order() {
+    fn test_setup_then_join() {
         let fake = FakeSyscall::default();
-        setup(&fake, "box", true).unwrap();
+        setup(&fake, "box").unwrap();
+        join_cgroup_ns(&fake).unwrap();
         assert_eq!(
             fake.log(),
             [
-                "unshare CloneFlags(CLONE_NEWCGROUP)",
                 "sethostname box",
-                "loopback_up"
+                "loopback_up",
+                "unshare CloneFlags(CLONE_NEWCGROUP)"
             ]
         );
-        let fake = FakeSyscall::default();
-        setup(&fake, "box", false).unwrap();
-        assert_eq!(fake.log(), ["sethostname box", "loopback_up"]);
     }
 }

@@ -175,8 +175,14 @@ pub fn run(
             });
         if let Err(e) = go {
             let _ = kill(pid, Signal::SIGKILL);
-            let _ = reap(pid);
-            return Err(e);
+            let status = reap(pid)?;
+            // The init may have failed first (and exited, so it could not be attached):
+            // its own report says why.
+            let reports = read_reports(&report_r)?;
+            return match outcome(&reports, status, false, command) {
+                Err(setup @ ContainerError::Setup { .. }) => Err(setup),
+                _ => Err(e),
+            };
         }
     }
     let waited = wait(pid, &pidfd, timeout).and_then(|timed_out| {

@@ -100,6 +100,9 @@ pub enum Step {
         /// Path inside the container.
         path: PathBuf,
     },
+    /// Wait until isol has moved the init into the run's cgroups, then unshare the cgroup
+    /// namespace (its root becomes the run's cgroup). Done by the caller of [`apply`].
+    JoinCgroups,
 }
 
 /// What the plan is made from.
@@ -254,14 +257,13 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
         overlay_steps(cfg, &mut steps)
     };
     system_mounts(&root, !bind, &mut steps);
-    cgroup_mounts(&root.join("sys/fs/cgroup"), cfg.cgroups, &mut steps);
     steps.push(Step::PivotRoot { new_root: root });
     after_pivot(cfg, bind, &volumes, &mut steps);
     Ok(steps)
 }
 
 /// Steps inside the new root: volumes, working directory, masked and read-only paths,
-/// and the final read-only remount of an overlay root.
+/// joining the cgroups and their view, and the final read-only remount of an overlay root.
 fn after_pivot(cfg: &RootfsConfig, bind: bool, volumes: &[&Volume], steps: &mut Vec<Step>) {
     for (slot, v) in volumes.iter().enumerate() {
         if !bind {
@@ -288,6 +290,12 @@ fn after_pivot(cfg: &RootfsConfig, bind: bool, volumes: &[&Volume], steps: &mut 
             .iter()
             .map(|p| Step::ReadOnly { path: p.into() }),
     );
+    if !cfg.cgroups.is_empty() {
+        // Everything above ran while isol moved the init into its cgroups (one RCU grace
+        // period on cgroup v1); only the cgroup namespace and its mounts wait for it.
+        steps.push(Step::JoinCgroups);
+        cgroup_mounts(Path::new("/sys/fs/cgroup"), cfg.cgroups, steps);
+    }
     if cfg.read_only && !bind {
         steps.push(remount_ro(PathBuf::from("/"), MsFlags::empty()));
     }

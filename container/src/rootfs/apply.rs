@@ -52,6 +52,7 @@ pub fn describe(step: &Step) -> String {
         Step::PivotRoot { new_root } => format!("pivot_root into {}", new_root.display()),
         Step::Mask { path } => format!("mask {}", path.display()),
         Step::ReadOnly { path } => format!("make {} read-only", path.display()),
+        Step::JoinCgroups => "join the run's cgroups".to_string(),
     }
 }
 
@@ -112,8 +113,13 @@ fn apply_readonly(sys: &dyn Syscall, path: &Path) -> nix::Result<()> {
     sys.mount(None, path, None, flags, None)
 }
 
-/// Applies the plan, in order. Stops at the first failure.
-pub fn apply(steps: &[Step], sys: &dyn Syscall) -> Result<(), StepError> {
+/// Applies the plan, in order; `join` does [`Step::JoinCgroups`]. Stops at the first
+/// failure.
+pub fn apply(
+    steps: &[Step],
+    sys: &dyn Syscall,
+    join: &mut dyn FnMut() -> nix::Result<()>,
+) -> Result<(), StepError> {
     let mut handles: Vec<Option<OwnedFd>> = Vec::new();
     for step in steps {
         match step {
@@ -141,6 +147,7 @@ pub fn apply(steps: &[Step], sys: &dyn Syscall) -> Result<(), StepError> {
             Step::PivotRoot { new_root } => sys.pivot_root(new_root),
             Step::Mask { path } => apply_mask(sys, path),
             Step::ReadOnly { path } => apply_readonly(sys, path),
+            Step::JoinCgroups => join(),
         }
         .map_err(step_err(step))?;
     }

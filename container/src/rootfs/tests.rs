@@ -305,7 +305,7 @@ fn test_apply_masks_by_kind_and_skips_missing() {
             path: "/proc/none".into(),
         },
     ];
-    apply(&steps, &fake).unwrap();
+    apply(&steps, &fake, &mut || Ok(())).unwrap();
     let log = fake.log();
     assert_eq!(log.len(), 7, "{log:#?}");
     assert!(
@@ -336,7 +336,7 @@ fn test_apply_stops_at_first_failure_and_names_the_step() {
         ..Default::default()
     };
     let steps = plan(&cfg(false, &[]), &all_dirs).unwrap();
-    let err = apply(&steps, &fake).unwrap_err();
+    let err = apply(&steps, &fake, &mut || Ok(())).unwrap_err();
     assert_eq!(err.step, "mount overlay on /run/isol/container/c1/root");
     assert_eq!(err.errno, nix::errno::Errno::EPERM);
     assert!(fake.log().last().unwrap().starts_with("mount overlay"));
@@ -351,7 +351,7 @@ fn test_apply_full_plan_against_fake_records_every_step() {
     }];
     let fake = FakeSyscall::default();
     let steps = plan(&cfg(false, &vols), &all_dirs).unwrap();
-    apply(&steps, &fake).unwrap();
+    apply(&steps, &fake, &mut || Ok(())).unwrap();
     let log = fake.log();
     assert!(log.iter().any(|l| l == "open_path /h"));
     assert!(log.iter().any(|l| l == "bind_fd /v"));
@@ -377,13 +377,22 @@ fn test_plan_cgroupfs_hybrid_tmpfs_with_v1_hierarchies_read_only() {
     let mut c = cfg(false, &[]);
     c.cgroups = &cgs;
     let steps = plan(&c, &all_dirs).unwrap();
-    let base = PathBuf::from("/run/isol/container/c1/root/sys/fs/cgroup");
+    let base = PathBuf::from("/sys/fs/cgroup");
+    let pivot = steps
+        .iter()
+        .position(|s| matches!(s, Step::PivotRoot { .. }))
+        .unwrap();
+    let join = steps.iter().position(|s| *s == Step::JoinCgroups).unwrap();
     let i = steps
         .iter()
         .position(
             |s| matches!(s, Step::Mount { target, fstype: Some("tmpfs"), .. } if *target == base),
         )
         .expect("tmpfs on /sys/fs/cgroup");
+    assert!(
+        pivot < join && join < i,
+        "cgroupfs after joining, inside the new root"
+    );
     assert!(
         matches!(&steps[i + 2], Step::Mount { target, fstype: Some("cgroup"), data: Some(d), flags, .. }
         if *target == base.join("memory") && d == "memory" && flags.contains(MsFlags::MS_RDONLY))
@@ -405,11 +414,39 @@ fn test_plan_cgroupfs_pure_v2_single_mount_and_none_without_cgroups() {
     let steps = plan(&c, &all_dirs).unwrap();
     let n = steps
         .iter()
-        .filter(|s| matches!(s, Step::Mount { fstype: Some("cgroup2"), target, .. } if target.ends_with("sys/fs/cgroup")))
+        .filter(|s| matches!(s, Step::Mount { fstype: Some("cgroup2"), target, .. } if target == Path::new("/sys/fs/cgroup")))
         .count();
     assert_eq!(n, 1);
     let none = plan(&cfg(false, &[]), &all_dirs).unwrap();
+    assert!(
+        !none.contains(&Step::JoinCgroups),
+        "no cgroups: nothing to wait for"
+    );
     assert!(!none
         .iter()
         .any(|s| matches!(s, Step::Mount { target, .. } if target.ends_with("sys/fs/cgroup"))));
+}
+
+#[test]
+fn test_apply_calls_join_at_the_marker() {
+    let fake = FakeSyscall::default();
+    let steps = [
+        Step::Mkdir {
+            path: "/a".into(),
+            mode: 0o755,
+        },
+        Step::JoinCgroups,
+        Step::Mkdir {
+            path: "/b".into(),
+            mode: 0o755,
+        },
+    ];
+    let mut joined_after = None;
+    apply(&steps, &fake, &mut || {
+        joined_after = Some(fake.log().len());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(joined_after, Some(1));
+    assert_eq!(fake.log().len(), 2);
 }
