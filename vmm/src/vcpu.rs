@@ -5,7 +5,7 @@
 //! thread's `kvm_run` (Firecracker's scheme), so a halted or spinning guest stops promptly.
 
 use std::cell::Cell;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, OnceLock};
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_fpu, kvm_msr_entry, kvm_run, CpuId, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -233,14 +233,12 @@ pub fn kick_signal() -> libc::c_int {
     SIGRTMIN()
 }
 
-/// Installs the kick handler once per process.
+/// Installs the kick handler once per process (a failure is reported on every call).
 pub fn install_kick_handler() -> Result<(), VcpuError> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = register_signal_handler(kick_signal(), kick_handler).map_err(VcpuError::Signal);
-    });
-    result
+    static INSTALLED: OnceLock<Result<(), vmm_sys_util::errno::Error>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| register_signal_handler(kick_signal(), kick_handler))
+        .map_err(VcpuError::Signal)
 }
 
 /// What every vCPU thread shares.
