@@ -103,8 +103,13 @@ fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-/// Moves what the output pipes hold to the host; with `all`, until they are empty.
-/// Returns whether anything moved.
+/// Most bytes the final drain takes from each pipe once the workload has exited: what it
+/// wrote is at most a pipe buffer (64 KiB); more comes only from background processes
+/// that still write, which must not keep the VM alive forever.
+const FINAL_DRAIN_MAX: usize = 4 << 20;
+
+/// Moves what the output pipes hold to the host; with `all`, until they are empty (or
+/// [`FINAL_DRAIN_MAX`]). Returns whether anything moved.
 fn drain_outputs(
     host: &mut dyn Host,
     outs: &mut [Option<OwnedFd>; 2],
@@ -114,6 +119,7 @@ fn drain_outputs(
     let mut moved = false;
     for (i, slot) in outs.iter_mut().enumerate() {
         let Some(fd) = slot else { continue };
+        let mut budget = FINAL_DRAIN_MAX;
         loop {
             match sys::read(fd.as_raw_fd(), buf) {
                 Ok(0) => {
@@ -123,7 +129,8 @@ fn drain_outputs(
                 Ok(n) => {
                     host.output(i == 1, &buf[..n]);
                     moved = true;
-                    if !all {
+                    budget = budget.saturating_sub(n);
+                    if !all || budget == 0 {
                         break;
                     }
                 }
