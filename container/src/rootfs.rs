@@ -15,7 +15,8 @@
 //! - Volumes are mounted after pivot_root (through O_PATH handles opened before it), so
 //!   symlinks in the rootfs resolve inside the new root and cannot point a mount at the
 //!   host.
-//! - /proc, /sys (read-only), a minimal /dev, /tmp; runc's masked and read-only paths.
+//! - /proc, /sys (read-only), a minimal /dev, /tmp; runc's masked and read-only paths;
+//!   for runs with limits, their own cgroups read-only at /sys/fs/cgroup.
 
 use std::path::{Component, Path, PathBuf};
 
