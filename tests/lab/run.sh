@@ -68,7 +68,7 @@ write_request() {
     printf ' %q' "${vars[@]}" "$@"
     echo
   } >"$dir/cmd.sh"
-  if [ -t 0 ]; then : >"$dir/stdin"; else cat >"$dir/stdin"; fi
+  if [ -t 0 ]; then : >"$dir/stdin"; else cat >"$dir/stdin" 2>/dev/null; fi
 }
 
 # Prints the outputs of a finished request in DIR and exits with its status.
