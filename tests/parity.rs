@@ -192,7 +192,10 @@ fn parity_env_exact() {
     );
     for (mode, o) in &outs {
         assert_code(o, 0);
-        let mut lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+        let mut lines: Vec<&str> = std::str::from_utf8(&o.stdout)
+            .expect("env prints text")
+            .lines()
+            .collect();
         lines.sort_unstable();
         let expect = [
             "A=1",
@@ -256,7 +259,7 @@ fn rootfs_copy(name: &str) -> PathBuf {
         .arg(&src)
         .arg(&dir)
         .status()
-        .unwrap();
+        .expect("cp runs");
     assert!(
         st.success(),
         "cannot copy {} to {}",
@@ -276,7 +279,7 @@ fn isol_default_rootfs() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/isol")
         });
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("rootfs"))
-        .unwrap()
+        .expect("the rootfs cache exists after a run")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join(".complete").exists())
@@ -293,10 +296,10 @@ fn tree_digest(root: &Path) -> Vec<String> {
         .arg("sh")
         .arg(root)
         .output()
-        .unwrap();
+        .expect("sh runs");
     assert!(out.status.success());
     String::from_utf8(out.stdout)
-        .unwrap()
+        .expect("find and sha256sum print text")
         .lines()
         .map(str::to_string)
         .collect()
@@ -311,7 +314,14 @@ fn parity_rootfs_untouched_by_writes() {
     let before = tree_digest(&root);
     let script = "echo new > /etc/new && echo more >> /etc/passwd && rm /bin/ls && mkdir /newdir && cat /etc/new";
     let outs = both(
-        &["--rootfs", root.to_str().unwrap(), "--", "sh", "-c", script],
+        &[
+            "--rootfs",
+            root.to_str().expect("UTF-8 path"),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
         b"",
     );
     check(&outs, 0, b"new\n", b"");
