@@ -107,7 +107,10 @@ def run_lab(args, isol):
     print("  [lab] booting the nested lab for VM mode (PVM host); output comes when it ends...",
           file=sys.stderr, flush=True)
     t0 = time.monotonic()
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = dict(os.environ)
+    env.setdefault("ISOL_LAB_TIMEOUT", "3000")  # the lab's own default (900 s) is too short
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env)
     took = time.monotonic() - t0
     out = p.stdout.decode(errors="replace")
     if JSON_BEGIN not in out or JSON_END not in out:
@@ -132,7 +135,9 @@ def main(argv):
         for name in args.sections:
             if not args.lab_inner:
                 print(f"  [{name}] measuring...", file=sys.stderr, flush=True)
+            load = open("/proc/loadavg").read().split()[:3]
             results["sections"][name] = SECTIONS[name](ctx)
+            results["sections"][name]["loadavg"] = load
         want_lab = [s for s in args.sections if s in ("vm-real", "throughput")]
         if ctx.pvm and not ctx.lab and want_lab and not args.no_lab:
             results["lab"] = run_lab(args, isol)

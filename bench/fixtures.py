@@ -206,22 +206,22 @@ GUESTS = os.path.join(REPO, "vmm/tests/guests")
 
 
 def hello_guest(explicit, tmp):
-    """(path, description) of the tiny PVH hello guest, assembled from
-    vmm/tests/guests/hello-pvh.s with as/ld into tmp; (None, why) when it cannot be."""
+    """(path, description) of the tiny PVH hello guest, assembled by
+    vmm/tests/guests/build.sh into tmp; (None, why) when it cannot be."""
     if explicit:
         return (os.path.abspath(explicit), f"{explicit} (--guest)") if os.path.isfile(explicit) \
             else (None, f"--guest {explicit}: no such file")
-    src = os.path.join(GUESTS, "hello-pvh.s")
-    lds = os.path.join(GUESTS, "pvh.ld")
-    if not (os.path.isfile(src) and os.path.isfile(lds)):
-        return None, f"{src} or {lds} not found (the VMM's tiny guests)"
+    script = os.path.join(GUESTS, "build.sh")
+    if not os.path.isfile(script):
+        return None, f"{script} not found (the VMM's tiny guests)"
     for tool in ("as", "ld"):
         m = missing_tool(tool)
         if m:
             return None, m
-    obj, elf = os.path.join(tmp, "hello-pvh.o"), os.path.join(tmp, "hello-pvh.elf")
-    for argv in (["as", "--64", src, "-o", obj], ["ld", "--no-warn-rwx-segments", "-T", lds, "-o", elf, obj]):
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if p.returncode != 0:
-            return None, f"{' '.join(argv)} failed: {p.stdout.decode(errors='replace').strip()}"
-    return elf, f"vmm/tests/guests/hello-pvh.s, assembled (as --64, ld -T pvh.ld), {os.path.getsize(elf)} bytes"
+    out = os.path.join(tmp, "guests")
+    p = subprocess.run(["sh", script, out], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    elf = os.path.join(out, "hello-pvh")
+    if p.returncode != 0 or not os.path.isfile(elf):
+        return None, f"{script} {out} failed: {p.stdout.decode(errors='replace').strip()[-300:]}"
+    return elf, f"vmm/tests/guests/hello-pvh.s (assembled by vmm/tests/guests/build.sh), " \
+                f"{os.path.getsize(elf)} bytes"

@@ -66,7 +66,8 @@ def section_lines(num, sec):
     plan = sec.get("plan")
     how = f"{plan['runs']} runs + {plan['warmup']} warm-up each, interleaved; peak RSS: median of " \
           f"{plan['rss_runs']} runs under GNU time" if plan else "not run"
-    out = [f"== {num}. {sec['title']}", f"   venue: {sec['venue']}; {how}"]
+    load = f"; load average before: {' '.join(sec['loadavg'])}" if sec.get("loadavg") else ""
+    out = [f"== {num}. {sec['title']}", f"   venue: {sec['venue']}; {how}{load}"]
     out += [f"   note: {n}" for n in sec["notes"]]
     out += [f"   MISSING: {m}" for m in sec["missing"]]
     if not sec["rows"]:
@@ -103,7 +104,7 @@ def targets(sections):
     lines = ["== Targets (issue 6)"]
     c = sections.get("container", {}).get("rows", {})
     isol = _med(c.get("isol"), "exit_ms")
-    crun_key = "crun_net" if "crun_net" in c else "crun"
+    crun_key = next((k for k in ("crun_net", "crun", "crun_wrapped") if k in c), "crun")
     crun = _med(c.get(crun_key), "exit_ms")
     uns = _med(c.get("unshare"), "exit_ms")
     lines.append(_target(True, isol, None if crun is None else crun / 2,
