@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,12 +132,17 @@ def main(argv):
     tmp = fixtures.make_tmp()
     results = {"meta": meta(isol), "sections": {}}
     ctx = sections.Ctx(args, isol, tmp)
+    broken = []
     try:
         for name in args.sections:
             if not args.lab_inner:
                 print(f"  [{name}] measuring...", file=sys.stderr, flush=True)
             load = open("/proc/loadavg").read().split()[:3]
-            results["sections"][name] = SECTIONS[name](ctx)
+            try:
+                results["sections"][name] = SECTIONS[name](ctx)
+            except Exception:  # a bench bug: report it, measure the rest, exit 1 at the end
+                broken.append(f"section {name}:\n{traceback.format_exc()}")
+                continue
             results["sections"][name]["loadavg"] = load
         want_lab = [s for s in args.sections if s in ("vm-real", "throughput")]
         if ctx.pvm and not ctx.lab and want_lab and not args.no_lab:
@@ -144,15 +150,18 @@ def main(argv):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["meta"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    results["broken"] = broken
     if args.lab_inner:
         print(JSON_BEGIN + json.dumps(results) + JSON_END)
-        return 0
+        return 1 if broken else 0
     print_all(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
         print(f"JSON written to {args.json}")
-    return 0
+    for b in broken + results.get("lab", {}).get("broken", []):
+        print(f"BENCH BUG (please report): {b}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def print_all(results):

@@ -74,6 +74,9 @@ def _stream_mbps(s):
     return s.out_bytes / 1e6 / ((s.last_ms - s.first_ms) / 1000.0)
 
 
+PIPE_METRICS = {"exit_ms": lambda s: s.exit_ms, "mbps": _mbps, "stream_mbps": _stream_mbps}
+
+
 def _pipe_cands(ctx, sec, modes, nbytes):
     cmd = f"head -c {nbytes} /dev/zero"
 
