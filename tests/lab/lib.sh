@@ -17,8 +17,10 @@ LAB_APT_PACKAGES=(qemu-system-x86 busybox-static cpio gzip kmod xz-utils binutil
 # flavour has no 9p (CONFIG_NET_9P unset), which the lab uses to share the host's files.
 LAB_KERNEL_META=linux-image-amd64
 
-# Modules the L1 init loads (dependencies are added from modinfo, in load order).
-LAB_MODULES=(virtio_pci 9pnet_virtio 9p overlay kvm-amd)
+# Modules the L1 init loads (dependencies are added from modinfo, in load order): file
+# sharing first, then KVM (setup.sh also lists the groups apart in order.fs/order.kvm).
+LAB_MODULES_FS=(virtio_pci 9pnet_virtio 9p overlay)
+LAB_MODULES_KVM=(kvm-amd)
 
 lab_cache_root() {
   if [ -n "${ISOL_CACHE_DIR:-}" ]; then echo "$ISOL_CACHE_DIR"
@@ -68,7 +70,7 @@ lab_ensure_initramfs() {
     for applet in $(/bin/busybox --list); do
       [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
     done
-    cp "$kdir"/modules/*.ko "$kdir/modules/order" "$root/modules/"
+    cp "$kdir"/modules/*.ko "$kdir"/modules/order* "$root/modules/"
     cp "$lab_dir/init.sh" "$root/init"
     chmod 755 "$root/init"
     (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$tmp/initramfs"

@@ -96,7 +96,9 @@ rw_dirs() {
 # routing (AML under TCG takes ~1 s; ACPI stays on, it describes the second CPU and nested
 # KVM hangs on a 1-CPU L1); no LSMs, audit, speculation mitigations; TSC trusted
 # (QEMU's TSC follows the host clock; otherwise the clocksource watchdog falls back to the
-# slow emulated HPET); no IO-APIC timer check; one UART; RNG seeded from RDRAND.
+# slow emulated HPET); no IO-APIC timer check; one UART; RNG seeded from RDRAND; no crypto
+# self-tests, built-in certificates (modules are unsigned copies) or kprobe tracing
+# (initcall_debug showed each at 0.1-0.3 s).
 # Under TCG the L1's TSC is the host's TSC (QEMU reads the host's), so on a host with a
 # constant TSC its frequency is passed in (tsc_early_khz): calibrating it against the
 # emulated PIT on a busy host fails or drifts ("Unable to calibrate against PIT").
@@ -111,7 +113,8 @@ l1_cmdline() {
   fi
   echo "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t acpi=noirq mitigations=off" \
        "random.trust_cpu=on tsc=reliable no_timer_check audit=0 security=none lsm=" \
-       "8250.nr_uarts=1 $khz"
+       "8250.nr_uarts=1 cryptomgr.notests $khz" \
+       "initcall_blacklist=crypto_kdf108_init,load_system_certificate_list,init_kprobe_trace,blake2s_mod_init"
 }
 
 # QEMU's command line for an L1 whose io share is $1, console log $2, mode $3 (oneshot or

@@ -39,7 +39,7 @@ mkdir -p "$lab_cache"
 exec 9>"$lab_cache/.lock"
 flock 9
 
-if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/modules/order" ]; then
+if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/modules/order.kvm" ]; then
   step "L1 kernel cached: $kdir"
 else
   tmp=$(mktemp -d "$lab_cache/.kernel.XXXXXX")
@@ -97,7 +97,11 @@ else
     strip_signature "$tmp/out/modules/$name.ko"
     order+=("$name")
   }
-  for m in "${LAB_MODULES[@]}"; do add_module "$m"; done
+  for m in "${LAB_MODULES_FS[@]}"; do add_module "$m"; done
+  printf '%s\n' "${order[@]}" >"$tmp/out/modules/order.fs"
+  nfs=${#order[@]}
+  for m in "${LAB_MODULES_KVM[@]}"; do add_module "$m"; done
+  printf '%s\n' "${order[@]:$nfs}" >"$tmp/out/modules/order.kvm"
   printf '%s\n' "${order[@]}" >"$tmp/out/modules/order"
   echo "$pkg $version $kver" >"$tmp/out/version"
   rm -rf "$kdir"
