@@ -13,7 +13,7 @@
 export PATH=/bin
 
 log() { echo "lab-init: $*" >/dev/console; }
-# With acpi=off there is no power-off: reboot=t (triple fault) + QEMU's -no-reboot ends it.
+# reboot=t (triple fault) + QEMU's -no-reboot end the VM at once, with or without ACPI.
 halt_vm() { sync; reboot -f; poweroff -f; }
 fail() { log "$*"; echo "$*" >/io/error 2>/dev/null; halt_vm; }
 
