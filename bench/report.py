@@ -16,7 +16,9 @@ def fmt_ms(v):
 def fmt_num(v, unit):
     if v is None:
         return "-"
-    return fmt_ms(v) if unit == "ms" else f"{v:.0f}"
+    if unit == "ms":
+        return fmt_ms(v)
+    return f"{v:.0f}" if v >= 10 else f"{v:.3g}"
 
 
 def fmt_kib(k):
@@ -64,8 +66,9 @@ def table(sec, metric, title, ref, unit="ms", show_rss=True):
 
 def section_lines(num, sec):
     plan = sec.get("plan")
-    how = f"{plan['runs']} runs + {plan['warmup']} warm-up each, interleaved; peak RSS: median of " \
-          f"{plan['rss_runs']} runs under GNU time" if plan else "not run"
+    how = f"{plan['runs']} runs + {plan['warmup']} warm-up each, interleaved" if plan else "not run"
+    if plan and sec.get("kind") != "pipe":
+        how += f"; peak RSS: median of {plan['rss_runs']} runs under GNU time"
     load = f"; load average before: {' '.join(sec['loadavg'])}" if sec.get("loadavg") else ""
     out = [f"== {num}. {sec['title']}", f"   venue: {sec['venue']}; {how}{load}"]
     out += [f"   note: {n}" for n in sec["notes"]]
