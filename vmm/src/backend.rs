@@ -278,7 +278,8 @@ impl Backend for VmBackend {
             Box::new(dup_stdio(std::io::stdout().as_fd())),
             Box::new(dup_stdio(std::io::stderr().as_fd())),
             Box::new(move || control.stop()),
-        );
+        )
+        .with_memory(machine.memory().clone());
         machine
             .add_pio_device(CHANNEL_BASE, CHANNEL_LEN, Arc::new(Mutex::new(device)))
             .map_err(VmError::Machine)?;

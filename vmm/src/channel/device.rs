@@ -9,9 +9,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
 use super::protocol::{
-    ExitReport, EVENT_READY, EVENT_STARTED, MAGIC, PAGE, REG_EXIT, REG_MAGIC_EVENT, REG_SIGNAL,
-    REG_STDERR, REG_STDIN_DATA, REG_STDIN_STATUS, REG_STDOUT, STDIN_EOF,
+    ExitReport, EVENT_READY, EVENT_STARTED, MAGIC, MAX_BUF_PAGES, PAGE, REG_BUF_PAGE, REG_EXIT,
+    REG_MAGIC_EVENT, REG_RECV, REG_SEND, REG_SIGNAL, REG_STDERR, REG_STDIN_DATA, REG_STDIN_STATUS,
+    REG_STDOUT, STDIN_EOF, STREAM_STDERR, STREAM_STDOUT,
 };
 use super::state::{Channel, Outcome};
 use crate::devices::bus::PioDevice;
@@ -27,6 +30,10 @@ pub struct ChannelDevice {
     stdout_ok: bool,
     stderr_ok: bool,
     stop: StopFn,
+    /// Guest memory, for the shared-buffer transport (None: byte registers only).
+    mem: Option<GuestMemoryMmap>,
+    /// Guest-physical addresses of the registered buffer pages, in order.
+    pages: Vec<u64>,
 }
 
 impl std::fmt::Debug for ChannelDevice {
@@ -52,7 +59,15 @@ impl ChannelDevice {
             stdout_ok: true,
             stderr_ok: true,
             stop,
+            mem: None,
+            pages: Vec::new(),
         }
+    }
+
+    /// Enables the shared-buffer transport (BUF_PAGE/SEND/RECV) on this guest memory.
+    pub fn with_memory(mut self, mem: GuestMemoryMmap) -> ChannelDevice {
+        self.mem = Some(mem);
+        self
     }
 
     /// A guest `in`/`ins` at `offset` from the channel base.
@@ -65,6 +80,7 @@ impl ChannelDevice {
                 data.copy_from_slice(&sig.to_le_bytes());
             }
             (REG_STDIN_DATA, _) => self.read_stdin(data),
+            (REG_RECV, 4) => data.copy_from_slice(&self.recv().to_le_bytes()),
             _ => {
                 data.fill(0xff);
                 self.channel.lock().bad_accesses += 1;
@@ -85,12 +101,78 @@ impl ChannelDevice {
                 self.stderr_ok = self.stderr_ok && write_sink(&mut self.stderr, data);
             }
             (REG_MAGIC_EVENT, 1) => self.event(data[0]),
-            (REG_EXIT, 4) => {
-                let raw = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-                self.exit(raw);
-            }
+            (REG_EXIT, 4) => self.exit(le32(data)),
+            (REG_BUF_PAGE, 4) => self.add_page(le32(data)),
+            (REG_SEND, 4) => self.send(le32(data)),
             _ => self.channel.lock().bad_accesses += 1,
         }
+    }
+
+    fn bad(&self) {
+        self.channel.lock().bad_accesses += 1;
+    }
+
+    fn add_page(&mut self, pfn: u32) {
+        let gpa = u64::from(pfn) << 12;
+        let fits = self.mem.as_ref().is_some_and(|m| {
+            let mut probe = [0u8; 1];
+            m.read_slice(&mut probe, GuestAddress(gpa)).is_ok()
+                && m.read_slice(&mut probe, GuestAddress(gpa + PAGE as u64 - 1))
+                    .is_ok()
+        });
+        if fits && self.pages.len() < MAX_BUF_PAGES {
+            self.pages.push(gpa);
+        } else {
+            self.bad();
+        }
+    }
+
+    /// SEND: `stream << 24 | len` bytes from the shared buffer to stdout or stderr.
+    fn send(&mut self, v: u32) {
+        let (stream, len) = (v >> 24, (v & 0x00ff_ffff) as usize);
+        let Some(mem) = self.mem.as_ref() else {
+            return self.bad();
+        };
+        if len > self.pages.len() * PAGE || !(stream == STREAM_STDOUT || stream == STREAM_STDERR) {
+            return self.bad();
+        }
+        let mut buf = vec![0u8; len];
+        for (chunk, gpa) in buf.chunks_mut(PAGE).zip(&self.pages) {
+            if mem.read_slice(chunk, GuestAddress(*gpa)).is_err() {
+                return self.bad();
+            }
+        }
+        if stream == STREAM_STDOUT {
+            self.stdout_ok = self.stdout_ok && write_sink(&mut self.stdout, &buf);
+        } else {
+            self.stderr_ok = self.stderr_ok && write_sink(&mut self.stderr, &buf);
+        }
+    }
+
+    /// RECV: fills the shared buffer with stdin; returns the count, 0 or [`STDIN_EOF`].
+    fn recv(&mut self) -> u32 {
+        let Some(mem) = self.mem.as_ref() else {
+            self.bad();
+            return 0;
+        };
+        let mut s = self.channel.lock();
+        if s.stdin.is_empty() {
+            return if s.stdin_eof { STDIN_EOF } else { 0 };
+        }
+        let n = s.stdin.len().min(self.pages.len() * PAGE);
+        let bytes: Vec<u8> = s.stdin.drain(..n).collect();
+        drop(s);
+        self.channel.notify();
+        for (chunk, gpa) in bytes.chunks(PAGE).zip(&self.pages) {
+            if mem.write_slice(chunk, GuestAddress(*gpa)).is_err() {
+                self.bad();
+                return 0;
+            }
+        }
+        // n <= MAX_BUF_PAGES * PAGE (64 KiB).
+        #[allow(clippy::cast_possible_truncation)]
+        let n = n as u32;
+        n
     }
 
     fn stdin_status(&self) -> u32 {
@@ -150,6 +232,10 @@ impl PioDevice for ChannelDevice {
     fn write(&mut self, offset: u16, data: &[u8]) {
         ChannelDevice::write(self, offset, data);
     }
+}
+
+fn le32(d: &[u8]) -> u32 {
+    u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }
 
 /// Writes all of `data`; false when the sink is gone (e.g. a closed pipe): further
@@ -284,6 +370,60 @@ mod tests {
         assert_eq!(stops.load(Ordering::SeqCst), 0);
         assert_eq!(ch.bad_accesses(), 5);
         assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    fn mem_device() -> (ChannelDevice, Arc<Channel>, Shared, GuestMemoryMmap) {
+        let (dev, ch, out, _, _) = device();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        (dev.with_memory(mem.clone()), ch, out, mem)
+    }
+
+    #[test]
+    fn test_channel_shared_buffer_send_spans_pages() {
+        let (mut dev, _, out, mem) = mem_device();
+        // Two non-contiguous pages, registered in order.
+        dev.write(REG_BUF_PAGE, &5u32.to_le_bytes());
+        dev.write(REG_BUF_PAGE, &2u32.to_le_bytes());
+        let data: Vec<u8> = (0..PAGE + 10).map(|i| (i % 251) as u8).collect();
+        mem.write_slice(&data[..PAGE], GuestAddress(5 << 12))
+            .unwrap();
+        mem.write_slice(&data[PAGE..], GuestAddress(2 << 12))
+            .unwrap();
+        let len = u32::try_from(data.len()).unwrap();
+        dev.write(REG_SEND, &((STREAM_STDOUT << 24) | len).to_le_bytes());
+        assert_eq!(*out.0.lock().unwrap(), data);
+    }
+
+    #[test]
+    fn test_channel_shared_buffer_recv_stdin_then_eof() {
+        let (mut dev, ch, _, mem) = mem_device();
+        dev.write(REG_BUF_PAGE, &7u32.to_le_bytes());
+        assert_eq!(read_u32(&mut dev, REG_RECV), 0);
+        ch.push_stdin(b"a\0b");
+        ch.stdin_eof();
+        assert_eq!(read_u32(&mut dev, REG_RECV), 3);
+        let mut got = [0u8; 3];
+        mem.read_slice(&mut got, GuestAddress(7 << 12)).unwrap();
+        assert_eq!(&got, b"a\0b");
+        assert_eq!(read_u32(&mut dev, REG_RECV), STDIN_EOF);
+    }
+
+    #[test]
+    fn test_channel_shared_buffer_hostile_values_ignored() {
+        let (mut dev, ch, out, _) = mem_device();
+        dev.write(REG_BUF_PAGE, &0xffff_ffffu32.to_le_bytes()); // outside guest memory
+        dev.write(REG_SEND, &((STREAM_STDOUT << 24) | 10).to_le_bytes()); // no pages
+        dev.write(REG_BUF_PAGE, &1u32.to_le_bytes());
+        dev.write(REG_SEND, &((STREAM_STDOUT << 24) | 4097).to_le_bytes()); // past the buffer
+        dev.write(REG_SEND, &((9u32 << 24) | 1).to_le_bytes()); // unknown stream
+        for pfn in 0..40u32 {
+            dev.write(REG_BUF_PAGE, &pfn.to_le_bytes()); // more than MAX_BUF_PAGES
+        }
+        assert!(out.0.lock().unwrap().is_empty());
+        assert_eq!(ch.bad_accesses(), 4 + 40 - (MAX_BUF_PAGES as u64 - 1));
+        let (mut plain, ..) = device(); // no memory: the shared buffer is refused
+        plain.write(REG_BUF_PAGE, &1u32.to_le_bytes());
+        assert_eq!(read_u32(&mut plain, REG_RECV), 0);
     }
 
     #[test]

@@ -16,6 +16,15 @@
 //! | 0x4 | in  | 32 bit | STDIN status: bytes available now (at most [`PAGE`]), 0 none yet, [`STDIN_EOF`] |
 //! | 0x8 | in  | 32 bit | SIGNAL: pending signal number for the workload (read clears it), 0 none |
 //! | 0xc | out | 32 bit | EXIT: the encoded status ([`ExitReport`]); the VMM stops the VM |
+//! | 0x10 | out | 32 bit | BUF_PAGE: frame number (GPA >> 12) of the next shared buffer page |
+//! | 0x14 | out | 32 bit | SEND: `stream << 24 \| len`: the host takes `len` bytes from the buffer |
+//! | 0x18 | in  | 32 bit | RECV: the host fills the buffer with stdin; bytes, 0 none yet, [`STDIN_EOF`] |
+//!
+//! Two transports, because KVM exits to the VMM once per *element* of `rep outsb` (only
+//! `ins` is batched): the init registers up to [`MAX_BUF_PAGES`] pages of its own memory
+//! (mlocked, frame numbers from /proc/self/pagemap) and then moves up to 64 KiB per VM exit
+//! with SEND/RECV; the byte registers (STDOUT/STDERR/STDIN) are the fallback when that
+//! setup fails.
 //!
 //! Only the init touches these ports: it gets them with `ioperm`, and the workload loses
 //! them (the init revokes its `ioperm` bits before exec and drops `CAP_SYS_RAWIO`), so the
@@ -24,7 +33,7 @@
 /// First port of the channel (free on a PC: between the PCI config ports and nothing else).
 pub const CHANNEL_BASE: u16 = 0x0ee0;
 /// Number of ports the channel decodes.
-pub const CHANNEL_LEN: u16 = 16;
+pub const CHANNEL_LEN: u16 = 32;
 /// Offset of the STDOUT register.
 pub const REG_STDOUT: u16 = 0x0;
 /// Offset of the STDERR register.
@@ -39,6 +48,18 @@ pub const REG_STDIN_STATUS: u16 = 0x4;
 pub const REG_SIGNAL: u16 = 0x8;
 /// Offset of the EXIT register.
 pub const REG_EXIT: u16 = 0xc;
+/// Offset of the BUF_PAGE register.
+pub const REG_BUF_PAGE: u16 = 0x10;
+/// Offset of the SEND register.
+pub const REG_SEND: u16 = 0x14;
+/// Offset of the RECV register.
+pub const REG_RECV: u16 = 0x18;
+/// Most shared buffer pages the init may register.
+pub const MAX_BUF_PAGES: usize = 16;
+/// SEND stream: the workload's stdout.
+pub const STREAM_STDOUT: u32 = 1;
+/// SEND stream: the workload's stderr.
+pub const STREAM_STDERR: u32 = 2;
 
 /// What the MAGIC register reads (an absent device reads 0xff).
 pub const MAGIC: u8 = 0x5a;
