@@ -1,11 +1,13 @@
 //! The isol channel: how the guest init and the host talk, without a network, a virtio
 //! queue or any text the workload could forge.
 //!
-//! It is a paravirtual port-I/O device at [`protocol::CHANNEL_BASE`] (16 ports). The init
-//! gets access to these ports with `ioperm` and moves data with `rep outsb` / `rep insb`,
-//! so each VM exit carries up to a page. The workload never has access (the init revokes
-//! its `ioperm` bits in the child and drops `CAP_SYS_RAWIO`), so only the init can report
-//! the exit status.
+//! It is a paravirtual port-I/O device at [`protocol::CHANNEL_BASE`] (32 ports). The init
+//! gets access to these ports with `ioperm`. Bulk data goes through a shared buffer: the
+//! init registers 16 mlocked pages of its own memory (frame numbers from
+//! /proc/self/pagemap), then each SEND/RECV moves up to 64 KiB per VM exit (KVM exits
+//! once per byte of `rep outsb`, so the byte registers are only the fallback). The
+//! workload never has access (the init revokes its `ioperm` bits in the child and drops
+//! `CAP_SYS_RAWIO`), so only the init can report the exit status.
 //!
 //! - [`protocol`]: ports, the exit-status encoding, the init's config file (shared with the
 //!   guest crate, which compiles the same file).
