@@ -90,6 +90,10 @@ if [ "$mode" = session ]; then
       [ -e "$d/rc" ] || quiet=0
       [ -e "$d/taken" ] && continue
       : >"$d/taken"
+      # On request (ISOL_LAB_SESSION_FRESH=1), forget cached host pages and dentries: an
+      # executable rewritten in place on the host (same inode) is otherwise mapped stale.
+      # Files replaced by a new inode (cargo, rm+cp, mv) are always seen fresh.
+      [ -e "$d/drop_caches" ] && echo 3 >/proc/sys/vm/drop_caches
       run_request "$d" "/run/isol-lab/req/${d##*/}" &
     done
     read -t 0.1 -u 3 _

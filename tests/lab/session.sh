@@ -7,8 +7,10 @@
 # DIR holds io/ (the L1's io share: io/req/<id>/ per command), console.log, qemu.log and
 # qemu.pid. Commands run concurrently. The L1 powers itself off after
 # ISOL_LAB_SESSION_IDLE (default 300) seconds without a command, so a forgotten session
-# does not linger; `stop` ends it at once. Host files are read uncached in a session (a
-# binary rebuilt between two commands is seen fresh).
+# does not linger; `stop` ends it at once. Host files are read uncached in a session: a
+# file replaced by a new inode between two commands (cargo's outputs, rm+cp, mv) is seen
+# fresh; one rewritten in place can still be mapped stale (executables) unless
+# ISOL_LAB_SESSION_FRESH=1 (drops the L1's caches before the command: seconds slower).
 # Sourced by run.sh (which has sourced lib.sh and defined write_request, finish_request,
 # qemu_args, lab_failed, kdir, initramfs), or run directly for start/stop/status.
 
@@ -76,6 +78,7 @@ session_run() {
     session_ensure "$dir"
     req=$(mktemp -d "$dir/io/req/r.XXXXXX") || refuse "cannot create a request in $dir"
     write_request "$req" "$@"
+    [ "${ISOL_LAB_SESSION_FRESH:-0}" = 1 ] && : >"$req/drop_caches"
     : >"$req/go"
     deadline=$(( $(date +%s) + ${ISOL_LAB_TIMEOUT:-900} ))
     while [ ! -e "$req/rc" ]; do
