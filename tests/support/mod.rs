@@ -112,9 +112,22 @@ pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
         );
         let mut cmd = Command::new(lab);
         cmd.arg("--").arg(isol_bin()).args(&full);
+        // One L1 boot for the whole suite: every VM-mode command goes through a shared lab
+        // session (scripts/test.sh stops it at the end; it also powers off when idle).
+        if std::env::var_os("ISOL_LAB_SESSION").is_none() {
+            cmd.env("ISOL_LAB_SESSION", lab_session_dir());
+        }
+        if std::env::var_os("ISOL_LAB_SESSION_IDLE").is_none() {
+            cmd.env("ISOL_LAB_SESSION_IDLE", "180");
+        }
         return run_command(&mut cmd, stdin);
     }
     run_command(Command::new(isol_bin()).args(&full), stdin)
+}
+
+/// The lab session directory shared by the test binaries of this build.
+pub fn lab_session_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-session")
 }
 
 fn run_command(cmd: &mut Command, stdin: &[u8]) -> Output {
