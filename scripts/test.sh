@@ -13,8 +13,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build isol and the static guest init"
 scripts/build.sh
 step "cargo test --workspace"
-# VM-mode tests on PVM hosts share one nested-lab session (one L1 boot for the suite).
-export ISOL_LAB_SESSION="${ISOL_LAB_SESSION:-${CARGO_TARGET_DIR:-$PWD/target}/tmp/lab-session}"
-trap 'tests/lab/session.sh stop "$ISOL_LAB_SESSION" >/dev/null 2>&1 || true' EXIT
+# VM-mode tests on PVM hosts share one nested-lab session (tests/support/mod.rs starts it
+# in <target>/tmp/lab-session on first use; it is stopped here, or powers off when idle).
+session="${CARGO_TARGET_DIR:-$PWD/target}/tmp/lab-session"
+trap 'tests/lab/session.sh stop "$session" >/dev/null 2>&1 || true' EXIT
 cargo test --workspace -- --test-threads="${ISOL_TEST_THREADS:-2}"
 step "all tests passed"
