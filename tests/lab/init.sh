@@ -89,7 +89,10 @@ if [ "$mode" = session ]; then
       [ -e "$d/go" ] || continue
       [ -e "$d/rc" ] || quiet=0
       [ -e "$d/taken" ] && continue
-      : >"$d/taken"
+      # The host removes a finished request's directory at any moment: `true` (a regular
+      # builtin) fails softly there, where a failed redirection of the special builtin `:`
+      # would end this shell, PID 1, and panic the L1.
+      true 2>/dev/null >"$d/taken" || continue
       # On request (ISOL_LAB_SESSION_FRESH=1), forget cached host pages and dentries: an
       # executable rewritten in place on the host (same inode) is otherwise mapped stale.
       # Files replaced by a new inode (cargo, rm+cp, mv) are always seen fresh.
