@@ -15,7 +15,7 @@
 //! [`DEFAULT_BOOT_TIMEOUT`], [`LAB_BOOT_TIMEOUT`] inside the nested lab where boots are emulated).
 
 mod console;
-mod plan;
+pub mod plan;
 mod rundir;
 
 use std::fs::File;
