@@ -17,5 +17,5 @@ step "cargo test --workspace"
 # in <target>/tmp/lab-session on first use; it is stopped here, or powers off when idle).
 session="${CARGO_TARGET_DIR:-$PWD/target}/tmp/lab-session"
 trap 'tests/lab/session.sh stop "$session" >/dev/null 2>&1 || true' EXIT
-cargo test --workspace -- --test-threads="${ISOL_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads="${ISOL_TEST_THREADS:-2}"
 step "all tests passed"
