@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod elf;
 pub mod exit;
 pub mod paths;
 pub mod rootfs;

@@ -52,32 +52,6 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
-/// Whether a 64-bit ELF file has a PT_INTERP program header (is dynamically linked).
-/// Anything that is not a readable ELF64 counts as having one, so it is rejected.
-fn has_interp(bin: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| {
-        bin.get(o..o + 2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-    };
-    let u64_at = |o: usize| {
-        bin.get(o..o + 8)
-            .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
-    };
-    if !bin.starts_with(b"\x7fELF\x02") {
-        return true;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return true;
-    };
-    (0..phnum).any(|i| {
-        let o = phoff + i * phentsize;
-        bin.get(o..o + 4)
-            .is_none_or(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == PT_INTERP)
-    })
-}
-
 /// Returns the default rootfs directory, building it on first use.
 pub fn default_rootfs() -> Result<PathBuf, RootfsError> {
     ensure_rootfs(
@@ -129,7 +103,7 @@ fn ensure_rootfs_by_hash(busybox: &Path, cache: &Path) -> Result<PathBuf, Rootfs
     })?;
     // A dynamic ELF has a PT_INTERP segment naming ld.so. (Searching for the string
     // "ld-linux" is not enough: static busybox contains it for its ldd applet.)
-    if has_interp(&bin) {
+    if !crate::elf::is_static_elf(&bin) {
         return Err(RootfsError::NotStatic {
             path: busybox.to_path_buf(),
         });
@@ -237,17 +211,6 @@ mod tests {
             ensure_rootfs(&fake, tmp.path()),
             Err(RootfsError::NotStatic { .. })
         ));
-    }
-
-    #[test]
-    fn test_has_interp_dynamic_yes_static_string_no() {
-        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert!(has_interp(&me), "the test binary is dynamically linked");
-        // A static ELF64 header with no program headers but the ld-linux string inside.
-        let mut stat = b"\x7fELF\x02\x01\x01".to_vec();
-        stat.resize(0x40, 0);
-        stat.extend_from_slice(b"ld-linux-x86-64.so.2");
-        assert!(!has_interp(&stat));
     }
 
     #[test]

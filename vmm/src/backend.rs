@@ -184,13 +184,12 @@ fn find_guest_init() -> Result<PathBuf, VmError> {
     let candidates = plan::guest_init_candidates(exe.as_deref());
     let mut dynamic = Vec::new();
     for c in &candidates {
-        let Ok(bytes) = std::fs::read(c) else {
-            continue;
-        };
-        if plan::is_static_elf(&bytes) {
-            return Ok(c.clone());
+        // Only the ELF and program headers are read: this runs on every VM start.
+        match isol_common::elf::file_is_static_elf(c) {
+            Ok(true) => return Ok(c.clone()),
+            Ok(false) => dynamic.push(c.display().to_string()),
+            Err(_) => continue,
         }
-        dynamic.push(c.display().to_string());
     }
     let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
     let mut msg = format!(

@@ -140,40 +140,6 @@ pub fn guest_init_candidates(exe: Option<&Path>) -> Vec<PathBuf> {
     c
 }
 
-/// Whether the ELF file has no program interpreter (it is statically linked).
-pub fn is_static_elf(bytes: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let le16 = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let le32 = |o: usize| {
-        bytes
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let le64 = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if bytes.get(..5) != Some(b"\x7fELF\x02") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (le64(0x20), le16(0x36), le16(0x38)) else {
-        return false;
-    };
-    let Ok(phoff) = usize::try_from(phoff) else {
-        return false;
-    };
-    (0..usize::from(phnum)).all(|i| {
-        let off = phoff + i * usize::from(phentsize);
-        le32(off).is_some_and(|t| t != PT_INTERP)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use isol_common::Overrides;
@@ -235,15 +201,5 @@ mod tests {
         assert!(cmdline(false, None).contains(" quiet "));
         assert!(!cmdline(true, None).contains("quiet"));
         assert!(cmdline(false, Some("loglevel=7")).ends_with("rdinit=/init loglevel=7"));
-    }
-
-    #[test]
-    fn test_is_static_elf_on_real_binaries() {
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert!(!is_static_elf(&me), "test binaries are dynamically linked");
-        assert!(!is_static_elf(b"#!/bin/sh\n"));
-        if let Ok(bb) = std::fs::read("/bin/busybox") {
-            assert!(is_static_elf(&bb), "Debian's busybox-static is static");
-        }
     }
 }
