@@ -7,10 +7,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{assert_code, repo_root, require_root, skip_privileged, stderr, stdout};
+use support::{
+    assert_code, repo_root, require_root, run_with_stdin, skip_privileged, stderr, stdout,
+};
 
 /// The lab script.
 fn lab_script() -> PathBuf {
@@ -26,24 +28,6 @@ fn run_lab(args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
             .envs(envs.iter().copied()),
         stdin,
     )
-}
-
-fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait for the lab");
-    let _ = writer.join();
-    out
 }
 
 /// Common gate: root, or a loud skip.

@@ -95,7 +95,7 @@ pub fn in_lab() -> bool {
 
 /// Runs `isol ARGS...` (any subcommand) directly, feeding `stdin`.
 pub fn run_raw(args: &[&str], stdin: &[u8]) -> Output {
-    run_command(Command::new(isol_bin()).args(args), stdin)
+    run_with_stdin(Command::new(isol_bin()).args(args), stdin)
 }
 
 /// Runs `isol run --mode MODE ARGS...`, through the lab when VM mode needs it.
@@ -120,9 +120,9 @@ pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
         if std::env::var_os("ISOL_LAB_SESSION_IDLE").is_none() {
             cmd.env("ISOL_LAB_SESSION_IDLE", "180");
         }
-        return run_command(&mut cmd, stdin);
+        return run_with_stdin(&mut cmd, stdin);
     }
-    run_command(Command::new(isol_bin()).args(&full), stdin)
+    run_with_stdin(Command::new(isol_bin()).args(&full), stdin)
 }
 
 /// The lab session directory shared by the test binaries of this build.
@@ -130,7 +130,9 @@ pub fn lab_session_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-session")
 }
 
-fn run_command(cmd: &mut Command, stdin: &[u8]) -> Output {
+/// Runs `cmd` with piped streams, feeding `stdin` from a thread (so a command that writes a
+/// lot before reading cannot deadlock against us).
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
