@@ -88,8 +88,8 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "isol compare: {:?}, {} runs per mode",
-            self.command.join(" "),
+            "isol compare: {}  ({} runs per mode)",
+            shell_words(&self.command),
             self.runs
         );
         let _ = writeln!(t, "{:<38} {:>26} {:>26}", "", "container", "vm");
@@ -255,6 +255,21 @@ impl Report {
     }
 }
 
+/// The command as a shell would need it typed: arguments with spaces or quotes quoted.
+fn shell_words(args: &[String]) -> String {
+    let quote = |a: &String| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+        {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
 fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
@@ -262,6 +277,12 @@ fn yes(b: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_shell_words_quotes_only_what_needs_it() {
+        let args = ["sh", "-c", "echo hi", "it's"].map(String::from);
+        assert_eq!(shell_words(&args), "sh -c 'echo hi' 'it'\\''s'");
+    }
 
     #[test]
     fn test_stats_median_odd_even() {
