@@ -270,8 +270,19 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u8, ctx: &VcpuContext) {
         match action {
             ExitAction::Continue => {}
             ExitAction::Exit(exit) => {
-                if let MachineExit::Crashed { reason } = &exit {
-                    dump_state(&mut vcpu, index, reason, &ctx.log);
+                match &exit {
+                    MachineExit::Crashed { reason } => {
+                        dump_state(&mut vcpu, index, reason, &ctx.log);
+                    }
+                    // On Intel the registers are those of the fault; on AMD KVM has
+                    // already INIT-reset the vCPU at the shutdown, so they are reset values.
+                    MachineExit::TripleFault => dump_state(
+                        &mut vcpu,
+                        index,
+                        "triple fault (AMD: registers already reset by KVM)",
+                        &ctx.log,
+                    ),
+                    _ => {}
                 }
                 ctx.control.finish(exit);
             }
