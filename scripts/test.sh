@@ -19,6 +19,6 @@ session="${CARGO_TARGET_DIR:-$PWD/target}/tmp/lab-session"
 trap 'tests/lab/session.sh stop "$session" >/dev/null 2>&1 || true' EXIT
 # One test at a time by default: on a 2-core PVM host every VM-mode test boots an L2 guest
 # inside the one 2-CPU lab VM, and two SMP guests at once there can starve each other past
-# the lab timeout (seen under load). ISOL_TEST_THREADS=2 halves the wall time on quiet hosts.
+# the lab timeout (seen under load). ISOL_TEST_THREADS=2 is faster on a quiet host.
 cargo test --workspace --no-fail-fast -- --test-threads="${ISOL_TEST_THREADS:-1}"
 step "all tests passed"
