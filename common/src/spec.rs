@@ -131,6 +131,19 @@ impl WorkloadSpec {
     }
 }
 
+/// CFS period of the CPU quota, in microseconds (the kernel's default, as docker uses).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The CFS quota for `cpus` CPUs in microseconds per [`CPU_PERIOD_US`]: at least the
+/// kernel's 1 ms minimum. Both modes use it (container: the run's cgroup; VM: the
+/// workload's cgroup in the guest), so `--cpus` means the same in both.
+pub fn cpu_quota_us(cpus: f64) -> u64 {
+    // cpus is validated to lie in (0, MAX_CPUS], so the product is small and positive.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let quota = (cpus * CPU_PERIOD_US as f64).round() as u64;
+    quota.max(1000)
+}
+
 /// Most CPUs a spec may ask for.
 pub const MAX_CPUS: f64 = 64.0;
 /// Smallest memory limit accepted (the kernel, runc and our guest all need some room).

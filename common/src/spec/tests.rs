@@ -298,3 +298,10 @@ fn test_resolve_missing_file_is_read_error() {
     let r = WorkloadSpec::resolve(Some(Path::new("/nonexistent/spec.toml")), &ov_args(&["x"]));
     assert!(matches!(r, Err(SpecError::Read { .. })));
 }
+
+#[test]
+fn test_cpu_quota_us_scales_and_has_floor() {
+    assert_eq!(cpu_quota_us(0.5), 50_000);
+    assert_eq!(cpu_quota_us(2.0), 200_000);
+    assert_eq!(cpu_quota_us(0.001), 1000);
+}

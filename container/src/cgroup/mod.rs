@@ -17,8 +17,7 @@ pub mod layout;
 
 pub use layout::{Controller, Hierarchy, Layout, Version};
 
-/// CFS period in microseconds (the kernel's default, as docker uses).
-pub const CFS_PERIOD_US: u64 = 100_000;
+pub use isol_common::spec::CPU_PERIOD_US as CFS_PERIOD_US;
 
 /// A cgroup failure.
 #[derive(Debug, thiserror::Error)]
@@ -255,10 +254,7 @@ fn limit_writes(
             r.pids.unwrap_or_default().saturating_add(1),
         )),
         (Controller::Cpu, _) => {
-            let cpus = r.cpus.unwrap_or(1.0);
-            // cpus <= 64, so the quota fits easily; it is at least the kernel's 1 ms.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let quota = ((cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);
+            let quota = isol_common::spec::cpu_quota_us(r.cpus.unwrap_or(1.0));
             if v == Version::V1 {
                 d.writes.push(w(path, "cpu.cfs_period_us", CFS_PERIOD_US));
                 d.writes.push(w(path, "cpu.cfs_quota_us", quota));

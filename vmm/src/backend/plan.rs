@@ -26,8 +26,7 @@ pub const BASE_OVERHEAD: u64 = 96 << 20;
 pub const DEFAULT_WORKLOAD_MEMORY: u64 = 512 << 20;
 /// Largest initramfs VM mode ships (the archive is placed below 4 GiB).
 pub const MAX_INITRAMFS: u64 = 1 << 30;
-/// CFS period for a fractional `--cpus`, as container mode uses (microseconds).
-pub const CPU_PERIOD_US: u64 = 100_000;
+pub use isol_common::spec::CPU_PERIOD_US;
 /// Name of the guest init binary.
 pub const GUEST_INIT_NAME: &str = "isol-guest-init";
 
@@ -52,10 +51,7 @@ pub fn cpu_max(cpus: Option<f64>) -> Option<(u64, u64)> {
     if c.fract() == 0.0 {
         return None;
     }
-    // cpus lies in (0, 64], so the quota is a small positive number.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let quota = (c * CPU_PERIOD_US as f64).round() as u64;
-    Some((quota.max(1000), CPU_PERIOD_US))
+    Some((isol_common::spec::cpu_quota_us(c), CPU_PERIOD_US))
 }
 
 /// The kernel command line.
