@@ -27,13 +27,17 @@ fn vm(args: &[&str], stdin: &[u8]) -> Output {
 fn script(script: &str) -> Output {
     require_root();
     let isol = support::isol_bin();
-    let mut cmd = if !in_lab() && kvm_kind() == KvmKind::Pvm {
+    if !in_lab() && kvm_kind() == KvmKind::Pvm {
         let mut c = Command::new(support::repo_root().join("tests/lab/run.sh"));
-        c.arg("--").arg("/bin/sh");
-        c
-    } else {
-        Command::new("/bin/sh")
-    };
+        c.arg("--")
+            .arg("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(isol);
+        return support::run_lab_retrying_lab_failures(&mut c, b"");
+    }
+    let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(script).arg("sh").arg(isol);
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))

@@ -120,9 +120,34 @@ pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
         if std::env::var_os("ISOL_LAB_SESSION_IDLE").is_none() {
             cmd.env("ISOL_LAB_SESSION_IDLE", "180");
         }
-        return run_with_stdin(&mut cmd, stdin);
+        return run_lab_retrying_lab_failures(&mut cmd, stdin);
     }
     run_with_stdin(Command::new(isol_bin()).args(&full), stdin)
+}
+
+/// True when the nested lab itself broke: run.sh failed (125) and its L1 kernel reported a
+/// soft lockup or an RCU stall. Those are the L1's KVM stuck under QEMU's emulated SVM; no
+/// user-space program (isol included) can cause one.
+pub fn lab_itself_failed(out: &Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    out.status.code() == Some(125)
+        && err.contains("tests/lab/run.sh:")
+        && (err.contains("soft lockup") || err.contains("rcu_sched self-detected stall"))
+}
+
+/// Runs a command through tests/lab/run.sh; when the lab itself broke (see
+/// [`lab_itself_failed`]) it says so loudly and runs the command once more. Any other
+/// failure, isol's included, is returned as it is.
+pub fn run_lab_retrying_lab_failures(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let out = run_with_stdin(cmd, stdin);
+    if !lab_itself_failed(&out) {
+        return out;
+    }
+    eprintln!(
+        "!!! the nested lab failed (L1 kernel soft lockup / RCU stall), not the code under test; retrying once !!!\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_with_stdin(cmd, stdin)
 }
 
 /// The lab session directory shared by the test binaries of this build.
