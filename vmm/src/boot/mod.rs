@@ -162,12 +162,17 @@ pub struct BootSpec<'a> {
     pub cmdline: &'a str,
 }
 
-/// Reads the format of the image at `path`.
-pub fn detect_file(path: &Path) -> Result<KernelFormat, BootError> {
-    let read_err = |source| BootError::ReadKernel {
+/// The error for a failed read of the kernel image at `path` (open, stat or read).
+pub(crate) fn kernel_read_err(path: &Path) -> impl Fn(std::io::Error) -> BootError + Copy + '_ {
+    move |source| BootError::ReadKernel {
         path: path.to_path_buf(),
         source,
-    };
+    }
+}
+
+/// Reads the format of the image at `path`.
+pub fn detect_file(path: &Path) -> Result<KernelFormat, BootError> {
+    let read_err = kernel_read_err(path);
     let mut head = Vec::with_capacity(0x210);
     File::open(path)
         .map_err(read_err)?

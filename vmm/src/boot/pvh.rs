@@ -66,10 +66,7 @@ pub fn load(
     low_end: u64,
 ) -> Result<EntryPoint, BootError> {
     let path = spec.kernel;
-    let mut f = File::open(path).map_err(|source| BootError::ReadKernel {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut f = File::open(path).map_err(super::kernel_read_err(path))?;
     let res = Elf::load(mem, None, &mut f, Some(GuestAddress(HIMEM_START))).map_err(|source| {
         BootError::Load {
             path: path.to_path_buf(),

@@ -20,10 +20,7 @@ pub const RAW_ENTRY: u16 = 0x10;
 
 /// Loads a raw image.
 pub fn load(mem: &GuestMemoryMmap, path: &Path) -> Result<EntryPoint, BootError> {
-    let read_err = |source| BootError::ReadKernel {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = super::kernel_read_err(path);
     let mut f = File::open(path).map_err(read_err)?;
     let size = f.metadata().map_err(read_err)?.len();
     let max = EBDA_START - RAW_LOAD_ADDR;
