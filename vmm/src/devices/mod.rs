@@ -6,6 +6,7 @@ pub mod i8042;
 pub mod legacy;
 pub mod log;
 pub mod serial;
+pub mod virtio;
 
 pub use bus::{BusError, PioBus, PioDevice, SharedPioDevice};
 pub use log::{DebugLog, SharedWriter};
