@@ -1,6 +1,7 @@
 //! The bare KVM machine: guest memory, in-kernel irqchip and PIT, N vCPUs on their own
 //! threads, a kernel loaded for PVH / 64-bit Linux / real-mode entry, an MP table, and
-//! port-I/O devices (16550 console, i8042 reset, quiet legacy ports, the caller's own).
+//! port-I/O devices (16550 console, i8042 reset, quiet legacy ports, the caller's own),
+//! and virtio devices on virtio-mmio transports ([`Machine::add_virtio_device`]).
 //!
 //! [`Machine::new`] does all setup (errors surface before anything runs); [`Machine::run`]
 //! starts the vCPU threads, blocks until the VM ends (reset, triple fault, crash,
@@ -22,7 +23,8 @@ pub use crate::control::{MachineControl, MachineExit};
 use crate::devices::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORTS};
 use crate::devices::legacy::{Cmos, Quiet, CMOS_BASE, QUIET_RANGES};
 use crate::devices::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_IRQ, UART_PORTS};
-use crate::devices::{BusError, DebugLog, PioBus, PioDevice, SharedWriter};
+use crate::devices::virtio::{MmioTransport, VirtioDevice, VirtioSlot};
+use crate::devices::{BusError, DebugLog, MmioBus, MmioBusError, PioBus, PioDevice, SharedWriter};
 use crate::kvm::KvmError;
 use crate::memory::{self, MemoryError};
 use crate::mptable::{self, MAX_VCPUS, MPTABLE_START};
@@ -112,6 +114,37 @@ pub enum MachineError {
     /// A port range was refused.
     #[error("Cannot add the port-I/O device")]
     Bus(#[source] BusError),
+    /// The kernel command line lacks the slot's `virtio_mmio.device=` entry.
+    #[error("Cannot add a virtio device in slot {slot}: the kernel command line lacks {entry:?}; append VirtioSlot::cmdline() to MachineConfig::cmdline")]
+    VirtioCmdline {
+        /// Slot index.
+        slot: usize,
+        /// The missing entry.
+        entry: String,
+    },
+    /// eventfd / irqfd for a virtio device failed.
+    #[error("Cannot wire the interrupt of virtio slot {slot} (IRQ {irq})")]
+    VirtioIrq {
+        /// Slot index.
+        slot: usize,
+        /// Its IRQ.
+        irq: u32,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The device declared an invalid queue.
+    #[error("Cannot set up the queues of the virtio device in slot {slot}")]
+    VirtioQueue {
+        /// Slot index.
+        slot: usize,
+        /// Cause.
+        #[source]
+        source: virtio_queue::Error,
+    },
+    /// An MMIO range was refused (slot already taken).
+    #[error("Cannot add the MMIO device")]
+    MmioBus(#[source] MmioBusError),
     /// A vCPU thread could not start.
     #[error("Cannot start the thread of vCPU {index}")]
     SpawnVcpu {
@@ -128,11 +161,14 @@ pub struct Machine {
     // Field order is drop order: vCPUs and the VM fd go before the memory they map.
     vcpus: Vec<VcpuFd>,
     bus: PioBus,
+    // MMIO devices hold clones of `memory` (Arc'd regions): dropped with or before it.
+    mmio: MmioBus,
     vm: VmFd,
     memory: GuestMemoryMmap,
     control: MachineControl,
     log: DebugLog,
     console: SharedWriter,
+    cmdline: String,
 }
 
 impl std::fmt::Debug for Machine {
@@ -140,6 +176,7 @@ impl std::fmt::Debug for Machine {
         f.debug_struct("Machine")
             .field("vcpus", &self.vcpus.len())
             .field("bus", &self.bus)
+            .field("mmio", &self.mmio)
             .finish_non_exhaustive()
     }
 }
@@ -186,11 +223,13 @@ impl Machine {
         Ok(Machine {
             vcpus,
             bus,
+            mmio: MmioBus::new(),
             vm,
             memory: mem,
             control,
             log,
             console,
+            cmdline: cfg.cmdline,
         })
     }
 
@@ -202,6 +241,51 @@ impl Machine {
         dev: Arc<Mutex<dyn PioDevice>>,
     ) -> Result<(), MachineError> {
         self.bus.insert(base, len, dev).map_err(MachineError::Bus)
+    }
+
+    /// Adds `device` behind a virtio-mmio transport in `slot` (its register window and
+    /// IRQ, wired with an irqfd). The guest finds it only through the kernel command line,
+    /// which [`Machine::new`] already loaded: build `cfg.cmdline` with
+    /// [`VirtioSlot::cmdline`] first; a slot missing from it is refused, as is a slot
+    /// already taken. The device is served on the vCPU thread that notifies its queue.
+    pub fn add_virtio_device(
+        &mut self,
+        slot: VirtioSlot,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<(), MachineError> {
+        let entry = slot.cmdline();
+        if !self.cmdline.split_ascii_whitespace().any(|w| w == entry) {
+            return Err(MachineError::VirtioCmdline {
+                slot: slot.index,
+                entry,
+            });
+        }
+        let irq_error = |source| MachineError::VirtioIrq {
+            slot: slot.index,
+            irq: slot.irq,
+            source,
+        };
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_error)?;
+        self.vm
+            .register_irqfd(&evt, slot.irq)
+            .map_err(|e| irq_error(std::io::Error::from_raw_os_error(e.errno())))?;
+        let transport = MmioTransport::new(
+            device,
+            self.memory.clone(),
+            Box::new(EventFdTrigger(evt)),
+            self.log.clone(),
+        )
+        .map_err(|source| MachineError::VirtioQueue {
+            slot: slot.index,
+            source,
+        })?;
+        self.mmio
+            .insert(
+                slot.addr,
+                crate::devices::virtio::device::VIRTIO_MMIO_SIZE,
+                Arc::new(Mutex::new(transport)),
+            )
+            .map_err(MachineError::MmioBus)
     }
 
     /// Sends the VMM's debug log (unknown ports, MMIO, crash details) to `sink` instead of
@@ -227,14 +311,17 @@ impl Machine {
         let Machine {
             vcpus,
             bus,
+            mmio,
             vm,
             memory,
             control,
             log,
             mut console,
+            cmdline: _,
         } = self;
         let ctx = VcpuContext {
             bus: Arc::new(bus),
+            mmio: Arc::new(mmio),
             control: control.clone(),
             log,
         };

@@ -13,7 +13,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::boot::{regs, EntryPoint};
 use crate::control::{MachineControl, MachineExit};
-use crate::devices::{DebugLog, PioBus};
+use crate::devices::{DebugLog, MmioBus, PioBus};
 
 /// Errors of vCPU setup.
 #[derive(Debug, thiserror::Error)]
@@ -151,10 +151,15 @@ pub enum ExitAction {
     InternalError,
 }
 
-/// Dispatches one exit (Firecracker's `handle_kvm_exit`): port I/O to the bus (unknown
-/// ports logged, reads all ones), MMIO logged and ignored (reads all ones), resets and
-/// triple faults end the machine, anything unexpected ends it as crashed.
-pub fn handle_kvm_exit(exit: VcpuExit<'_>, bus: &PioBus, log: &DebugLog) -> ExitAction {
+/// Dispatches one exit (Firecracker's `handle_kvm_exit`): port I/O to the port bus, MMIO
+/// to the MMIO bus (unknown ports and addresses logged, reads all ones), resets and triple
+/// faults end the machine, anything unexpected ends it as crashed.
+pub fn handle_kvm_exit(
+    exit: VcpuExit<'_>,
+    bus: &PioBus,
+    mmio: &MmioBus,
+    log: &DebugLog,
+) -> ExitAction {
     match exit {
         VcpuExit::IoIn(port, data) => {
             if !bus.read(port, data) {
@@ -176,6 +181,9 @@ pub fn handle_kvm_exit(exit: VcpuExit<'_>, bus: &PioBus, log: &DebugLog) -> Exit
             ExitAction::Continue
         }
         VcpuExit::MmioRead(addr, data) => {
+            if mmio.read(addr, data) {
+                return ExitAction::Continue;
+            }
             data.fill(0xff);
             log.line(format_args!(
                 "unhandled MMIO read {addr:#x} ({} bytes)",
@@ -184,6 +192,9 @@ pub fn handle_kvm_exit(exit: VcpuExit<'_>, bus: &PioBus, log: &DebugLog) -> Exit
             ExitAction::Continue
         }
         VcpuExit::MmioWrite(addr, data) => {
+            if mmio.write(addr, data) {
+                return ExitAction::Continue;
+            }
             log.line(format_args!(
                 "unhandled MMIO write {addr:#x} ({} bytes)",
                 data.len()
@@ -246,6 +257,8 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 pub struct VcpuContext {
     /// Port devices.
     pub bus: Arc<PioBus>,
+    /// MMIO devices.
+    pub mmio: Arc<MmioBus>,
     /// Ends the machine.
     pub control: MachineControl,
     /// Debug log.
@@ -258,7 +271,7 @@ pub fn run_loop(mut vcpu: VcpuFd, index: u8, ctx: &VcpuContext) {
     KVM_RUN.with(|r| r.set(run_ptr));
     while !ctx.control.is_stopping() {
         let action = match vcpu.run() {
-            Ok(exit) => handle_kvm_exit(exit, &ctx.bus, &ctx.log),
+            Ok(exit) => handle_kvm_exit(exit, &ctx.bus, &ctx.mmio, &ctx.log),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
                 ExitAction::Continue
@@ -342,6 +355,7 @@ mod tests {
     use super::*;
     use crate::devices::bus::PioDevice;
     use crate::devices::log::testing::VecSink;
+    use crate::devices::mmio::MmioDevice;
 
     struct Rec(Vec<u8>);
     impl PioDevice for Rec {
@@ -353,18 +367,31 @@ mod tests {
         }
     }
 
-    fn setup() -> (PioBus, Arc<Mutex<Rec>>, DebugLog, VecSink) {
+    struct MRec(Vec<(u64, Vec<u8>)>);
+    impl MmioDevice for MRec {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.0.push((offset, data.to_vec()));
+        }
+    }
+
+    type Buses = (PioBus, MmioBus);
+
+    fn setup() -> (Buses, Arc<Mutex<Rec>>, DebugLog, VecSink) {
         let mut bus = PioBus::new();
         let dev = Arc::new(Mutex::new(Rec(Vec::new())));
         bus.insert(0x3f8, 8, dev.clone()).unwrap();
         let sink = VecSink::default();
-        (bus, dev, DebugLog::new(Box::new(sink.clone())), sink)
+        let log = DebugLog::new(Box::new(sink.clone()));
+        ((bus, MmioBus::new()), dev, log, sink)
     }
 
     #[test]
     fn test_exit_io_out_reaches_device() {
         let (bus, dev, log, _) = setup();
-        let a = handle_kvm_exit(VcpuExit::IoOut(0x3f8, b"hi"), &bus, &log);
+        let a = handle_kvm_exit(VcpuExit::IoOut(0x3f8, b"hi"), &bus.0, &bus.1, &log);
         assert_eq!(a, ExitAction::Continue);
         assert_eq!(dev.lock().unwrap().0, b"hi");
     }
@@ -373,11 +400,11 @@ mod tests {
     fn test_exit_unknown_port_in_reads_ones_and_logs() {
         let (bus, _, log, sink) = setup();
         let mut data = vec![0u8; 4096];
-        let a = handle_kvm_exit(VcpuExit::IoIn(0x1234, &mut data), &bus, &log);
+        let a = handle_kvm_exit(VcpuExit::IoIn(0x1234, &mut data), &bus.0, &bus.1, &log);
         assert_eq!(a, ExitAction::Continue);
         assert!(data.iter().all(|&b| b == 0xff));
         assert!(sink.text().contains("unknown port in 0x1234"));
-        let a = handle_kvm_exit(VcpuExit::IoOut(0x1234, &[1, 2]), &bus, &log);
+        let a = handle_kvm_exit(VcpuExit::IoOut(0x1234, &[1, 2]), &bus.0, &bus.1, &log);
         assert_eq!(a, ExitAction::Continue);
     }
 
@@ -385,37 +412,83 @@ mod tests {
     fn test_exit_mmio_ignored_reads_ones() {
         let (bus, _, log, sink) = setup();
         let mut data = [0u8; 8];
-        let a = handle_kvm_exit(VcpuExit::MmioRead(0xd000_0000, &mut data), &bus, &log);
+        let a = handle_kvm_exit(
+            VcpuExit::MmioRead(0xd000_0000, &mut data),
+            &bus.0,
+            &bus.1,
+            &log,
+        );
         assert_eq!(a, ExitAction::Continue);
         assert_eq!(data, [0xff; 8]);
-        let a = handle_kvm_exit(VcpuExit::MmioWrite(0xffff_ffff_f000, &[1]), &bus, &log);
+        let a = handle_kvm_exit(
+            VcpuExit::MmioWrite(0xffff_ffff_f000, &[1]),
+            &bus.0,
+            &bus.1,
+            &log,
+        );
         assert_eq!(a, ExitAction::Continue);
         assert!(sink.text().contains("MMIO write"));
+    }
+
+    #[test]
+    fn test_exit_mmio_routed_to_device_by_offset() {
+        let ((pio, mut mmio), _, log, sink) = setup();
+        let dev = Arc::new(Mutex::new(MRec(Vec::new())));
+        mmio.insert(0xd000_0000, 0x1000, dev.clone()).unwrap();
+        let mut data = [0u8; 4];
+        let a = handle_kvm_exit(
+            VcpuExit::MmioRead(0xd000_0070, &mut data),
+            &pio,
+            &mmio,
+            &log,
+        );
+        assert_eq!(a, ExitAction::Continue);
+        assert_eq!(data, [0x70; 4]);
+        let a = handle_kvm_exit(
+            VcpuExit::MmioWrite(0xd000_0050, &[0, 0, 0, 0]),
+            &pio,
+            &mmio,
+            &log,
+        );
+        assert_eq!(a, ExitAction::Continue);
+        assert_eq!(dev.lock().unwrap().0, vec![(0x50, vec![0; 4])]);
+        assert!(sink.text().is_empty(), "{}", sink.text());
+        // Just past the window: not the device's, logged, all ones.
+        let mut data = [0u8; 4];
+        handle_kvm_exit(
+            VcpuExit::MmioRead(0xd000_1000, &mut data),
+            &pio,
+            &mmio,
+            &log,
+        );
+        assert_eq!(data, [0xff; 4]);
+        assert!(sink.text().contains("unhandled MMIO read 0xd0001000"));
     }
 
     #[test]
     fn test_exit_shutdown_is_triple_fault_and_errors_crash() {
         let (bus, _, log, _) = setup();
         assert_eq!(
-            handle_kvm_exit(VcpuExit::Shutdown, &bus, &log),
+            handle_kvm_exit(VcpuExit::Shutdown, &bus.0, &bus.1, &log),
             ExitAction::Exit(MachineExit::TripleFault)
         );
         assert_eq!(
-            handle_kvm_exit(VcpuExit::InternalError, &bus, &log),
+            handle_kvm_exit(VcpuExit::InternalError, &bus.0, &bus.1, &log),
             ExitAction::InternalError
         );
         assert!(matches!(
-            handle_kvm_exit(VcpuExit::FailEntry(0x21, 0), &bus, &log),
+            handle_kvm_exit(VcpuExit::FailEntry(0x21, 0), &bus.0, &bus.1, &log),
             ExitAction::Exit(MachineExit::Crashed { .. })
         ));
         assert_eq!(
-            handle_kvm_exit(VcpuExit::Hlt, &bus, &log),
+            handle_kvm_exit(VcpuExit::Hlt, &bus.0, &bus.1, &log),
             ExitAction::Continue
         );
         assert_eq!(
             handle_kvm_exit(
                 VcpuExit::SystemEvent(kvm_bindings::KVM_SYSTEM_EVENT_RESET, &[]),
-                &bus,
+                &bus.0,
+                &bus.1,
                 &log
             ),
             ExitAction::Exit(MachineExit::Reset)

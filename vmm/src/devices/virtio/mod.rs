@@ -3,7 +3,15 @@
 //! The transport and queues live beside this file; each device type implements its
 //! protocol behind a small trait so it can be tested without a guest.
 
+pub mod device;
 pub mod p9;
+pub mod p9_device;
+pub mod queue;
+pub mod transport;
+
+pub use device::{VirtioDevice, VirtioSlot};
+pub use p9_device::P9Device;
+pub use transport::MmioTransport;
 
 /// A request/reply protocol served over one virtqueue (9P: one T-message in, one
 /// R-message out). The transport gathers the device-readable buffers of a descriptor
