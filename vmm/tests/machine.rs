@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use isol_vmm::devices::virtio::{P9Device, RequestHandler, VirtioSlot};
 use isol_vmm::devices::PioDevice;
 use isol_vmm::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
 
@@ -210,4 +211,69 @@ fn test_machine_run_frees_every_fd() {
         let _ = Machine::new(config("hello-pvh", Sink::default())).unwrap(); // dropped unrun
         assert_eq!(open_fds(), before);
     });
+}
+
+/// Replies with the request reversed (a stand-in for the 9P server).
+struct Reverse;
+impl RequestHandler for Reverse {
+    fn handle(&mut self, request: &[u8], _capacity: usize, reply: &mut Vec<u8>) {
+        reply.extend(request.iter().rev());
+    }
+}
+
+fn p9(tag: &str) -> Box<P9Device> {
+    Box::new(P9Device::new(tag, Box::new(Reverse)).expect("a valid tag"))
+}
+
+#[test]
+fn test_machine_virtio_guest_drives_the_9p_device() {
+    in_child("test_machine_virtio_guest_drives_the_9p_device", || {
+        let before = open_fds();
+        let console = Sink::default();
+        let slot = VirtioSlot::new(0).unwrap();
+        let mut cfg = config("virtio", console.clone());
+        cfg.cmdline = format!("console=ttyS0 {}", slot.cmdline());
+        let mut m = Machine::new(cfg).unwrap();
+        m.add_virtio_device(slot, p9("vol0")).unwrap();
+        let exit = m
+            .run(Some(Instant::now() + Duration::from_secs(20)))
+            .unwrap();
+        let text = String::from_utf8_lossy(&console.0.lock().unwrap()).into_owned();
+        assert_eq!(exit, MachineExit::Reset, "{text}");
+        assert!(
+            text.starts_with("virt tag=vol0 reply=tseug morf gnip\n"),
+            "{text}"
+        );
+        assert_eq!(
+            open_fds(),
+            before,
+            "the irqfd's eventfd is freed with the machine"
+        );
+    });
+}
+
+#[test]
+fn test_machine_add_virtio_device_checks_cmdline_and_slot() {
+    in_child(
+        "test_machine_add_virtio_device_checks_cmdline_and_slot",
+        || {
+            let (s0, s1) = (VirtioSlot::new(0).unwrap(), VirtioSlot::new(1).unwrap());
+            let mut cfg = config("hello-pvh", Sink::default());
+            cfg.cmdline = format!("{} quiet", s0.cmdline());
+            let mut m = Machine::new(cfg).unwrap();
+            let err = m.add_virtio_device(s1, p9("a")).unwrap_err();
+            assert!(
+                matches!(err, MachineError::VirtioCmdline { slot: 1, .. }),
+                "{err:?}"
+            );
+            m.add_virtio_device(s0, p9("a")).unwrap();
+            let err = m.add_virtio_device(s0, p9("b")).unwrap_err();
+            assert!(matches!(err, MachineError::MmioBus(_)), "{err:?}");
+            // A prefix of the entry is not the entry.
+            let mut cfg = config("hello-pvh", Sink::default());
+            cfg.cmdline = s0.cmdline()[..s0.cmdline().len() - 1].to_string();
+            let mut m = Machine::new(cfg).unwrap();
+            assert!(m.add_virtio_device(s0, p9("a")).is_err());
+        },
+    );
 }
