@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kvm_ioctls::{VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
@@ -23,6 +23,9 @@ pub use crate::control::{MachineControl, MachineExit};
 use crate::devices::i8042::{ResetTrigger, I8042, I8042_BASE, I8042_PORTS};
 use crate::devices::legacy::{Cmos, Quiet, CMOS_BASE, QUIET_RANGES};
 use crate::devices::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_IRQ, UART_PORTS};
+use crate::devices::virtio::device::VIRTIO_MMIO_SIZE;
+use crate::devices::virtio::transport::reg::QUEUE_NOTIFY;
+use crate::devices::virtio::worker::VirtioWorker;
 use crate::devices::virtio::{MmioTransport, VirtioDevice, VirtioSlot};
 use crate::devices::{BusError, DebugLog, MmioBus, MmioBusError, PioBus, PioDevice, SharedWriter};
 use crate::kvm::KvmError;
@@ -133,6 +136,15 @@ pub enum MachineError {
         #[source]
         source: std::io::Error,
     },
+    /// The queue worker thread could not start.
+    #[error("Cannot start the queue worker of virtio slot {slot}")]
+    VirtioWorker {
+        /// Slot index.
+        slot: usize,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The device declared an invalid queue.
     #[error("Cannot set up the queues of the virtio device in slot {slot}")]
     VirtioQueue {
@@ -161,8 +173,9 @@ pub struct Machine {
     // Field order is drop order: vCPUs and the VM fd go before the memory they map.
     vcpus: Vec<VcpuFd>,
     bus: PioBus,
-    // MMIO devices hold clones of `memory` (Arc'd regions): dropped with or before it.
+    // MMIO devices and workers hold clones of `memory` (Arc'd regions): dropped before it.
     mmio: MmioBus,
+    workers: Vec<VirtioWorker>,
     vm: VmFd,
     memory: GuestMemoryMmap,
     control: MachineControl,
@@ -224,6 +237,7 @@ impl Machine {
             vcpus,
             bus,
             mmio: MmioBus::new(),
+            workers: Vec::new(),
             vm,
             memory: mem,
             control,
@@ -247,7 +261,9 @@ impl Machine {
     /// IRQ, wired with an irqfd). The guest finds it only through the kernel command line,
     /// which [`Machine::new`] already loaded: build `cfg.cmdline` with
     /// [`VirtioSlot::cmdline`] first; a slot missing from it is refused, as is a slot
-    /// already taken. The device is served on the vCPU thread that notifies its queue.
+    /// already taken. Its queues are served on a worker thread woken by an ioeventfd on
+    /// QueueNotify (on the notifying vCPU thread if KVM refuses the ioeventfd); the worker
+    /// is joined when the machine ends or is dropped.
     pub fn add_virtio_device(
         &mut self,
         slot: VirtioSlot,
@@ -279,13 +295,31 @@ impl Machine {
             slot: slot.index,
             source,
         })?;
+        let transport = Arc::new(Mutex::new(transport));
         self.mmio
-            .insert(
-                slot.addr,
-                crate::devices::virtio::device::VIRTIO_MMIO_SIZE,
-                Arc::new(Mutex::new(transport)),
-            )
-            .map_err(MachineError::MmioBus)
+            .insert(slot.addr, VIRTIO_MMIO_SIZE, transport.clone())
+            .map_err(MachineError::MmioBus)?;
+        // QueueNotify through an ioeventfd: KVM completes the guest's write and wakes the
+        // worker. Without one, the write exits to the vCPU thread, which serves the queue.
+        let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(irq_error)?;
+        let at = IoEventAddress::Mmio(slot.addr + QUEUE_NOTIFY);
+        if let Err(e) = self.vm.register_ioevent(&notify, &at, NoDatamatch) {
+            self.log.line(format_args!(
+                "virtio slot {}: no ioeventfd ({e}): queues served on the vCPU threads",
+                slot.index
+            ));
+            return Ok(());
+        }
+        let worker = transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn_worker(notify, &format!("isol-virtio{}", slot.index))
+            .map_err(|source| MachineError::VirtioWorker {
+                slot: slot.index,
+                source,
+            })?;
+        self.workers.push(worker);
+        Ok(())
     }
 
     /// Sends the VMM's debug log (unknown ports, MMIO, crash details) to `sink` instead of
@@ -312,6 +346,7 @@ impl Machine {
             vcpus,
             bus,
             mmio,
+            workers,
             vm,
             memory,
             control,
@@ -352,6 +387,7 @@ impl Machine {
                 ctx.log.always(format_args!("a vCPU thread panicked"));
             }
         }
+        drop(workers); // stops and joins them
         ctx.log.always(format_args!("VM ended: {exit:?}"));
         drop(ctx);
         drop(vm);

@@ -244,10 +244,14 @@ fn test_machine_virtio_guest_drives_the_9p_device() {
             text.starts_with("virt tag=vol0 reply=tseug morf gnip\n"),
             "{text}"
         );
+        assert!(
+            !text.contains("no ioeventfd"),
+            "served by the worker thread, not inline: {text}"
+        );
         assert_eq!(
             open_fds(),
             before,
-            "the irqfd's eventfd is freed with the machine"
+            "the irqfd, ioeventfd and worker stop eventfds are freed with the machine"
         );
     });
 }

@@ -3,8 +3,9 @@
 # (16 entries, rings at 2 MiB), sends one request ("ping from guest", gathered from two
 # buffers) with two writable buffers, notifies, and prints what came back:
 #   "virt tag=<mount tag> reply=<reply>\n", then resets. Prints BAD on any mismatch.
-# Interrupts stay off (IF=0, IOAPIC pins masked): the VMM serves the queue during the
-# QueueNotify write, so the used ring is final when the write returns.
+# Interrupts stay off (IF=0, IOAPIC pins masked): the guest polls InterruptStatus, which
+# the VMM sets once the used ring is written (by its worker thread, or during the
+# QueueNotify write when there is no ioeventfd).
     .include "common.inc"
     .text
     .set MMIO, 0xd0000000
@@ -80,7 +81,15 @@ main:
     movw $1, AVAIL+2                # idx = 1
     movl $0, 0x50(%ebx)             # QueueNotify 0
 
-    cmpw $1, USED+2                 # used idx
+    # The VMM's worker serves the queue, then sets InterruptStatus: wait for it (each
+    # read is a VM exit; a million is seconds, far beyond a served request).
+    mov $1000000, %ecx
+3:  testl $1, 0x60(%ebx)            # InterruptStatus: used buffer
+    jnz 4f
+    dec %ecx
+    jz fail
+    jmp 3b
+4:  cmpw $1, USED+2                 # used idx
     jne fail
     cmpl $0, USED+4                 # used[0].id
     jne fail
@@ -88,9 +97,9 @@ main:
     cmp $64, %ecx
     ja fail
     movb $0, REPLY(%ecx)
-    testl $1, 0x60(%ebx)            # InterruptStatus: used buffer
-    jz fail
     movl $1, 0x64(%ebx)             # InterruptACK
+    testl $1, 0x60(%ebx)
+    jnz fail
 
     mov $magic, %esi
     call puts

@@ -8,6 +8,7 @@ pub mod p9;
 pub mod p9_device;
 pub mod queue;
 pub mod transport;
+pub mod worker;
 
 pub use device::{VirtioDevice, VirtioSlot};
 pub use p9_device::P9Device;

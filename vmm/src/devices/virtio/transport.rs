@@ -5,16 +5,25 @@
 //! Every guest write is checked: features outside the offer are refused (FEATURES_OK is
 //! not set), queue registers change only while the queue is not ready and before
 //! DRIVER_OK, a queue becomes ready only with a power-of-two size within the maximum and
-//! rings inside guest memory, and out-of-state writes are ignored and logged. Queues are
-//! served synchronously on the vCPU thread that writes QueueNotify (9P is request/reply:
-//! the guest thread waits for the reply anyway), under the bus's lock on this transport.
-//! A broken ring sets DEVICE_NEEDS_RESET and raises a configuration interrupt.
+//! rings inside guest memory, and out-of-state writes are ignored and logged.
+//!
+//! Queues are served by [`Core::serve`]: on the thread of a [`VirtioWorker`] woken by an
+//! ioeventfd on QueueNotify (the machine's way: the guest's kick returns at once, and
+//! Linux's 9P client kicks with its channel spinlock held and interrupts off), or, without
+//! a worker, on the vCPU thread that writes QueueNotify. The registers and the queues have
+//! separate locks, so a vCPU reading InterruptStatus never waits for a request being
+//! served. A broken ring sets DEVICE_NEEDS_RESET and raises a configuration interrupt.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vm_superio::Trigger;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::device::VirtioDevice;
+use super::worker::{Core, VirtioWorker, Work};
 use crate::devices::mmio::MmioDevice;
 use crate::devices::DebugLog;
 
@@ -78,25 +87,25 @@ pub const INT_CONFIG: u32 = 2;
 /// The interrupt line of a transport (an irqfd in a machine, a counter in tests).
 pub type IrqTrigger = Box<dyn Trigger<E = std::io::Error> + Send>;
 
-/// One virtio device behind the MMIO register window.
+/// One virtio device behind the MMIO register window: the driver-visible registers here,
+/// the device and its queues in the [`Core`] shared with the worker.
 pub struct MmioTransport {
-    device: Box<dyn VirtioDevice>,
-    mem: GuestMemoryMmap,
-    irq: IrqTrigger,
-    log: DebugLog,
-    queues: Vec<Queue>,
+    core: Arc<Core>,
+    device_id: u32,
+    offered: u64,
+    num_queues: usize,
     queue_sel: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
     driver_features: u64,
+    /// Driver-written bits; DEVICE_NEEDS_RESET lives in the core.
     status: u32,
-    interrupt_status: u32,
 }
 
 impl std::fmt::Debug for MmioTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MmioTransport")
-            .field("device_id", &self.device.device_id())
+            .field("device_id", &self.device_id)
             .field("status", &self.status)
             .finish_non_exhaustive()
     }
@@ -117,45 +126,60 @@ impl MmioTransport {
             .map(|&max| Queue::new(max))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(MmioTransport {
-            device,
-            mem,
-            irq,
-            log,
-            queues,
+            device_id: device.device_id(),
+            offered: device.features() | VIRTIO_F_VERSION_1,
+            num_queues: queues.len(),
+            core: Arc::new(Core::new(
+                Work {
+                    device,
+                    queues,
+                    irq,
+                },
+                mem,
+                log,
+            )),
             queue_sel: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
             driver_features: 0,
             status: 0,
-            interrupt_status: 0,
         })
+    }
+
+    /// Starts the thread that serves the queues whenever `notify` (an ioeventfd on
+    /// QueueNotify) fires; the returned handle stops and joins it when dropped.
+    pub fn spawn_worker(&self, notify: EventFd, name: &str) -> std::io::Result<VirtioWorker> {
+        VirtioWorker::spawn(self.core.clone(), notify, name)
     }
 
     /// Everything the device offers, transport features included.
     fn offered(&self) -> u64 {
-        self.device.features() | VIRTIO_F_VERSION_1
+        self.offered
+    }
+
+    fn log(&self) -> &DebugLog {
+        &self.core.log
     }
 
     fn has(&self, bits: u32) -> bool {
         self.status & bits == bits
     }
 
-    /// Back to the state after [`MmioTransport::new`] (Status written 0).
+    /// Back to the state after [`MmioTransport::new`] (Status written 0); waits for a
+    /// request being served to finish.
     fn reset(&mut self) {
-        self.device.reset();
-        for q in &mut self.queues {
-            q.reset();
-        }
+        self.core.reset();
         self.queue_sel = 0;
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.driver_features = 0;
         self.status = 0;
-        self.interrupt_status = 0;
     }
 
-    fn selected(&mut self) -> Option<&mut Queue> {
-        self.queues.get_mut(self.queue_sel as usize)
+    /// Runs `f` on the selected queue (under the queues' lock); `None` if there is none.
+    fn with_selected<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
+        let mut work = self.core.lock();
+        work.queues.get_mut(self.queue_sel as usize).map(f)
     }
 
     fn read_reg(&mut self, offset: u64) -> u32 {
@@ -163,22 +187,22 @@ impl MmioTransport {
         match offset {
             reg::MAGIC_VALUE => MAGIC_VALUE,
             reg::VERSION => MMIO_VERSION,
-            reg::DEVICE_ID => self.device.device_id(),
+            reg::DEVICE_ID => self.device_id,
             reg::VENDOR_ID => VENDOR_ID,
             reg::DEVICE_FEATURES => match self.device_features_sel {
                 0 => lo(self.offered()),
                 1 => lo(self.offered() >> 32),
                 _ => 0,
             },
-            reg::QUEUE_NUM_MAX => self.selected().map_or(0, |q| u32::from(q.max_size())),
-            reg::QUEUE_READY => self.selected().map_or(0, |q| u32::from(q.ready())),
-            reg::INTERRUPT_STATUS => self.interrupt_status,
-            reg::STATUS => self.status,
+            reg::QUEUE_NUM_MAX => self.with_selected(|q| u32::from(q.max_size())).unwrap_or(0),
+            reg::QUEUE_READY => self.with_selected(|q| u32::from(q.ready())).unwrap_or(0),
+            reg::INTERRUPT_STATUS => self.core.interrupt_status.load(SeqCst),
+            reg::STATUS => self.status | self.core.needs_reset_bit(),
             // No shared memory regions: length (and base) all ones.
             reg::SHM_LEN_LOW..=reg::SHM_BASE_HIGH => u32::MAX,
             reg::CONFIG_GENERATION => 0,
             _ => {
-                self.log.line(format_args!(
+                self.log().line(format_args!(
                     "virtio-mmio: read of unknown register {offset:#x}"
                 ));
                 0
@@ -196,7 +220,9 @@ impl MmioTransport {
                 self.write_queue_reg(offset, v)
             }
             reg::QUEUE_NOTIFY => self.notify(v),
-            reg::INTERRUPT_ACK => self.interrupt_status &= !v,
+            reg::INTERRUPT_ACK => {
+                self.core.interrupt_status.fetch_and(!v, SeqCst);
+            }
             reg::STATUS => self.write_status(v),
             reg::SHM_SEL => {}
             _ => self.refuse(offset, v, "read-only or unknown register"),
@@ -204,7 +230,7 @@ impl MmioTransport {
     }
 
     fn refuse(&self, offset: u64, v: u32, why: &str) {
-        self.log.line(format_args!(
+        self.log().line(format_args!(
             "virtio-mmio: ignored write {v:#x} to {offset:#x}: {why}"
         ));
     }
@@ -226,9 +252,8 @@ impl MmioTransport {
         if v == 0 {
             return self.reset();
         }
-        // DEVICE_NEEDS_RESET is the device's: kept as it is, whatever the driver writes.
-        let needs_reset = self.status & status::DEVICE_NEEDS_RESET;
-        let old = self.status & !status::DEVICE_NEEDS_RESET;
+        // DEVICE_NEEDS_RESET is the device's (kept in the core), whatever the driver writes.
+        let old = self.status;
         let mut new = v & !status::DEVICE_NEEDS_RESET;
         // The driver only adds bits (virtio 1.2, 3.1.1).
         if new & old != old {
@@ -241,7 +266,10 @@ impl MmioTransport {
         if added & status::DRIVER_OK != 0 && new & status::FEATURES_OK == 0 {
             return self.refuse(reg::STATUS, v, "DRIVER_OK before FEATURES_OK");
         }
-        self.status = new | needs_reset;
+        self.status = new;
+        if added & status::DRIVER_OK != 0 {
+            self.core.set_live(true);
+        }
     }
 
     /// Whether FEATURES_OK can be set: the driver accepted only offered features,
@@ -252,7 +280,7 @@ impl MmioTransport {
             && unoffered == 0
             && self.driver_features & VIRTIO_F_VERSION_1 != 0;
         if !ok {
-            self.log.line(format_args!(
+            self.log().line(format_args!(
                 "virtio-mmio: FEATURES_OK refused (accepted {:#x}, offered {:#x})",
                 self.driver_features,
                 self.offered()
@@ -265,70 +293,44 @@ impl MmioTransport {
         if !self.has(status::FEATURES_OK) || self.has(status::DRIVER_OK) {
             return self.refuse(offset, v, "queue setup outside FEATURES_OK..DRIVER_OK");
         }
-        let mem = self.mem.clone();
-        let Some(q) = self.selected() else {
-            return self.refuse(offset, v, "no such queue");
-        };
-        if q.ready() && !(offset == reg::QUEUE_READY && v == 0) {
-            return self.refuse(offset, v, "queue is ready");
-        }
-        let ok = match offset {
-            reg::QUEUE_NUM => u16::try_from(v).is_ok_and(|n| q.try_set_size(n).is_ok()),
-            reg::QUEUE_READY if v == 0 => {
-                q.set_ready(false);
-                true
+        let mem = self.core.mem.clone();
+        let outcome = self.with_selected(|q| {
+            if q.ready() && !(offset == reg::QUEUE_READY && v == 0) {
+                return Err("queue is ready");
             }
-            reg::QUEUE_READY => {
-                q.set_ready(true);
-                let valid = v == 1 && q.is_valid(&mem);
-                q.set_ready(valid);
-                valid
-            }
-            _ => set_ring_half(q, offset, v),
-        };
-        if !ok {
-            self.refuse(offset, v, "invalid queue size, alignment or ring address");
+            let ok = match offset {
+                reg::QUEUE_NUM => u16::try_from(v).is_ok_and(|n| q.try_set_size(n).is_ok()),
+                reg::QUEUE_READY if v == 0 => {
+                    q.set_ready(false);
+                    true
+                }
+                reg::QUEUE_READY => {
+                    q.set_ready(true);
+                    let valid = v == 1 && q.is_valid(&mem);
+                    q.set_ready(valid);
+                    valid
+                }
+                _ => set_ring_half(q, offset, v),
+            };
+            ok.then_some(())
+                .ok_or("invalid queue size, alignment or ring address")
+        });
+        match outcome {
+            None => self.refuse(offset, v, "no such queue"),
+            Some(Err(why)) => self.refuse(offset, v, why),
+            Some(Ok(())) => {}
         }
     }
 
+    /// QueueNotify that reached the VMM (no ioeventfd): serve the queue on this thread.
     fn notify(&mut self, index: u32) {
-        if !self.has(status::DRIVER_OK) || self.has(status::DEVICE_NEEDS_RESET) {
+        if !self.has(status::DRIVER_OK) || self.core.needs_reset_bit() != 0 {
             return self.refuse(reg::QUEUE_NOTIFY, index, "device not live");
         }
-        let i = index as usize;
-        let Some(q) = self.queues.get_mut(i) else {
+        if index as usize >= self.num_queues {
             return self.refuse(reg::QUEUE_NOTIFY, index, "no such queue");
-        };
-        if !q.ready() {
-            return self.refuse(reg::QUEUE_NOTIFY, index, "queue not ready");
         }
-        match self.device.process_queue(i, q, &self.mem) {
-            Ok(served) => {
-                for e in &served.malformed {
-                    self.log
-                        .line(format_args!("virtio queue {i}: {e}; used with length 0"));
-                }
-                if served.used > 0 {
-                    self.interrupt(INT_USED_RING);
-                }
-            }
-            Err(e) => {
-                self.log.line(format_args!(
-                    "virtio queue {i}: {e} ({}); device needs reset",
-                    e.0
-                ));
-                self.status |= status::DEVICE_NEEDS_RESET;
-                self.interrupt(INT_CONFIG);
-            }
-        }
-    }
-
-    fn interrupt(&mut self, bits: u32) {
-        self.interrupt_status |= bits;
-        if let Err(e) = self.irq.trigger() {
-            self.log
-                .line(format_args!("virtio-mmio: cannot raise the interrupt: {e}"));
-        }
+        self.core.serve(Some(index as usize));
     }
 }
 
@@ -354,11 +356,15 @@ fn set_ring_half(q: &mut Queue, offset: u64, v: u32) -> bool {
 impl MmioDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= reg::CONFIG {
-            return self.device.read_config(offset - reg::CONFIG, data);
+            return self
+                .core
+                .lock()
+                .device
+                .read_config(offset - reg::CONFIG, data);
         }
         if data.len() != 4 || offset % 4 != 0 {
             data.fill(0);
-            return self.log.line(format_args!(
+            return self.log().line(format_args!(
                 "virtio-mmio: {}-byte read at {offset:#x}: registers are 32-bit aligned",
                 data.len()
             ));
@@ -368,12 +374,12 @@ impl MmioDevice for MmioTransport {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if offset >= reg::CONFIG {
-            return self.log.line(format_args!(
+            return self.log().line(format_args!(
                 "virtio-mmio: ignored write to read-only config space at {offset:#x}"
             ));
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            return self.log.line(format_args!(
+            return self.log().line(format_args!(
                 "virtio-mmio: {}-byte write at {offset:#x}: registers are 32-bit",
                 data.len()
             ));
