@@ -70,6 +70,10 @@ impl SharedBuf {
         };
         // SAFETY: the mapping is `len` bytes long.
         cvt(unsafe { libc::mlock(ptr, len) })?;
+        // Children must not share it: after a fork, the init's next write would copy the
+        // page (copy-on-write) and the host would go on reading the old frame.
+        // SAFETY: as above; advice on our own mapping.
+        cvt(unsafe { libc::madvise(ptr, len, libc::MADV_DONTFORK) })?;
         let pagemap = std::fs::File::open("/proc/self/pagemap")?;
         let mut pfns = Vec::with_capacity(MAX_BUF_PAGES);
         for i in 0..MAX_BUF_PAGES {
