@@ -9,8 +9,9 @@
 # ISOL_LAB_SESSION_IDLE (default 300) seconds without a command, so a forgotten session
 # does not linger; `stop` ends it at once. Host files are read uncached in a session: a
 # file replaced by a new inode between two commands (cargo's outputs, rm+cp, mv) is seen
-# fresh; one rewritten in place can still be mapped stale (executables) unless
-# ISOL_LAB_SESSION_FRESH=1 (drops the L1's caches before the command: seconds slower).
+# fresh; one rewritten in place could be mapped stale (executables), so the L1 drops its
+# caches before a command whose executable changed since the session last ran it, and
+# before every command with ISOL_LAB_SESSION_FRESH=1 (seconds slower).
 # Sourced by run.sh (which has sourced lib.sh and defined write_request, finish_request,
 # qemu_args, lab_failed, kdir, initramfs), or run directly for start/stop/status.
 
@@ -66,6 +67,16 @@ session_ensure() {
   flock -u 7
 }
 
+# True when the command's executable is new to the session or differs from the one it last
+# ran (a rebuilt isol can be relinked in place, and the L1 would map stale pages and crash).
+binary_changed() {
+  local stamp old
+  stamp=$(stat -L -c '%i %s %Y' -- "$(command -v -- "$2" 2>/dev/null || echo "$2")" 2>/dev/null) || return 1
+  old=$(cat "$1/bin-stamp.$(printf %s "$2" | md5sum | cut -c1-8)" 2>/dev/null)
+  printf '%s\n' "$stamp" >"$1/bin-stamp.$(printf %s "$2" | md5sum | cut -c1-8)"
+  [ "$old" != "$stamp" ]
+}
+
 # Runs "$@" in the session named by $ISOL_LAB_SESSION; exits with its status.
 session_run() {
   local dir attempt req deadline
@@ -78,7 +89,9 @@ session_run() {
     session_ensure "$dir"
     req=$(mktemp -d "$dir/io/req/r.XXXXXX") || refuse "cannot create a request in $dir"
     write_request "$req" "$@"
-    [ "${ISOL_LAB_SESSION_FRESH:-0}" = 1 ] && : >"$req/drop_caches"
+    if [ "${ISOL_LAB_SESSION_FRESH:-0}" = 1 ] || binary_changed "$dir" "$1"; then
+      : >"$req/drop_caches"
+    fi
     : >"$req/go"
     deadline=$(( $(date +%s) + ${ISOL_LAB_TIMEOUT:-900} ))
     while [ ! -e "$req/rc" ]; do
