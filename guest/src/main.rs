@@ -17,6 +17,7 @@
 mod protocol;
 
 mod host;
+mod nsinit;
 mod pump;
 mod setup;
 mod spawn;
@@ -80,9 +81,9 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     }
     let cgroup = setup::cgroup(&cfg)?;
     let root = setup::rootfs();
-    setup::apply(&setup::workload_plan(&cfg, root), &root.join("dev/null"))?;
+    let plan = setup::workload_plan(&cfg, root);
     let sigchld = pump::sigchld_fd()?;
-    match spawn::spawn(&cfg, root, cgroup.as_deref())? {
+    match spawn::spawn(&cfg, root, cgroup.as_deref(), &plan)? {
         Ok(w) => {
             host.event(EVENT_STARTED);
             pump::run(host.as_mut(), w, &sigchld)

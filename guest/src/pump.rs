@@ -91,7 +91,7 @@ pub fn run(host: &mut dyn Host, w: Workload, sigchld: &OwnedFd) -> Result<ExitRe
         }
         drain_sigchld(sigchld);
         if status.is_none() {
-            status = reap(w.pid);
+            status = reap(w.pid, &w.exit);
         }
         if let Some(st) = status {
             drain_outputs(host, &mut outs, &mut buf, true);
@@ -193,7 +193,9 @@ fn drain_sigchld(fd: &OwnedFd) {
 }
 
 /// Reaps every exited child; returns the workload's status if it was among them.
-fn reap(workload: libc::pid_t) -> Option<ExitReport> {
+/// Reaps every exited child; once the workload's init is gone, the workload's status from
+/// the exit pipe (or the init's own, if it died before writing it, e.g. by SIGKILL).
+fn reap(workload: libc::pid_t, exit: &OwnedFd) -> Option<ExitReport> {
     let mut result = None;
     loop {
         let mut st = 0;
@@ -203,6 +205,11 @@ fn reap(workload: libc::pid_t) -> Option<ExitReport> {
             return result;
         }
         if pid == workload {
+            let mut raw = [0u8; 4];
+            let st = match sys::read(exit.as_raw_fd(), &mut raw) {
+                Ok(4) => libc::c_int::from_le_bytes(raw),
+                _ => st,
+            };
             result = decode_wait(st);
         }
     }

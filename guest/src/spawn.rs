@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use isol_common::security::default_capability_mask;
 
 use crate::protocol::GuestConfig;
+use crate::setup::Step;
 use crate::sys::{self, Ctx, InitError};
 
 /// The child failed at execve (the errno decides 126/127).
@@ -26,6 +27,8 @@ const STEPS: &[&str] = &[
     "set groups, gid and uid",
     "set no_new_privs",
     "set up stdio",
+    "mount its view of the cgroup",
+    "mount the workload root",
 ];
 
 /// The name of a child step, for messages.
@@ -47,16 +50,20 @@ pub struct Workload {
     pub stdout: OwnedFd,
     /// Read end of its stderr.
     pub stderr: OwnedFd,
+    /// Read end of the exit pipe: the workload's raw wait status (see [`crate::nsinit`]).
+    pub exit: OwnedFd,
 }
 
 /// Everything the child needs, prepared before fork so the child only makes syscalls.
-struct Prepared {
+pub struct Prepared {
     candidates: Vec<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
     root: CString,
     cwd: CString,
     cgroup_procs: Option<CString>,
+    /// `<root>/sys/fs/cgroup`, where the workload's own cgroup is mounted read-only.
+    cgroup_view: CString,
     uid: u32,
     gid: u32,
     drop_caps: Vec<u32>,
@@ -111,6 +118,7 @@ fn prepare(cfg: &GuestConfig, root: &Path, cgroup: Option<&Path>) -> std::io::Re
         cgroup_procs: cgroup
             .map(|c| sys::cpath(&c.join("cgroup.procs")))
             .transpose()?,
+        cgroup_view: sys::cpath(&root.join("sys/fs/cgroup"))?,
         uid: cfg.uid,
         gid: cfg.gid,
         drop_caps: (0..=last_cap)
@@ -119,30 +127,39 @@ fn prepare(cfg: &GuestConfig, root: &Path, cgroup: Option<&Path>) -> std::io::Re
     })
 }
 
-/// Forks the workload. Returns it, or the (step, errno) its setup failed with.
+/// Starts the workload in its own pid namespace: forks the namespace init
+/// ([`crate::nsinit`]), which applies `plan` (the workload root) and forks the workload.
+/// `pid` of the result is the namespace init's: signals go to it and it forwards them.
+/// Returns the workload, or the (step, errno) its setup failed with.
 pub fn spawn(
     cfg: &GuestConfig,
     root: &Path,
     cgroup: Option<&Path>,
+    plan: &[Step],
 ) -> Result<Result<Workload, (u8, i32)>, InitError> {
     let prep = prepare(cfg, root, cgroup).ctx(|| "prepare the workload's exec".into())?;
     let (in_r, in_w) = sys::pipe().ctx(|| "create the stdin pipe".into())?;
     let (out_r, out_w) = sys::pipe().ctx(|| "create the stdout pipe".into())?;
     let (err_r, err_w) = sys::pipe().ctx(|| "create the stderr pipe".into())?;
     let (st_r, st_w) = sys::pipe().ctx(|| "create the status pipe".into())?;
+    let (ex_r, ex_w) = sys::pipe().ctx(|| "create the exit pipe".into())?;
+    // SAFETY: unshare takes a flag; it only changes where this process's children go.
+    sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWPID) })
+        .ctx(|| "create the workload's pid namespace".into())?;
     // SAFETY: the init is single-threaded, so the child may run arbitrary code after fork.
-    let pid = sys::cvt(unsafe { libc::fork() }).ctx(|| "fork the workload".into())?;
+    let pid = sys::cvt(unsafe { libc::fork() }).ctx(|| "fork the workload's init".into())?;
     if pid == 0 {
-        let fds = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        let (step, errno) = child(&prep, fds);
-        let mut msg = [0u8; 5];
-        msg[0] = step;
-        msg[1..].copy_from_slice(&errno.to_le_bytes());
-        let _ = sys::write(st_w.as_raw_fd(), &msg);
-        // SAFETY: _exit ends the child without running the parent's destructors.
-        unsafe { libc::_exit(127) };
+        drop((in_w, out_r, err_r, st_r, ex_r));
+        crate::nsinit::run(crate::nsinit::NsInit {
+            prep: &prep,
+            plan,
+            dev_null: &root.join("dev/null"),
+            stdio: [in_r, out_w, err_w],
+            status: st_w,
+            exit: ex_w,
+        });
     }
-    drop((in_r, out_w, err_w, st_w));
+    drop((in_r, out_w, err_w, st_w, ex_w));
     let mut msg = [0u8; 5];
     let n = loop {
         match sys::read(st_r.as_raw_fd(), &mut msg) {
@@ -161,6 +178,7 @@ pub fn spawn(
         stdin: in_w,
         stdout: out_r,
         stderr: err_r,
+        exit: ex_r,
     }))
 }
 
@@ -170,8 +188,8 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// Runs in the forked child; returns only on failure, with (step, errno).
-fn child(p: &Prepared, fds: [libc::c_int; 3]) -> (u8, i32) {
+/// Runs in the forked workload; returns only on failure, with (step, errno).
+pub fn child(p: &Prepared, fds: [libc::c_int; 3]) -> (u8, i32) {
     macro_rules! check {
         ($step:expr, $e:expr) => {
             if $e < 0 {
@@ -200,6 +218,20 @@ fn child(p: &Prepared, fds: [libc::c_int; 3]) -> (u8, i32) {
             check!(1, fd);
             check!(1, libc::write(fd, b"0".as_ptr().cast(), 1) as libc::c_int);
             libc::close(fd);
+            // As in container mode: a cgroup namespace rooted at the workload's cgroup,
+            // and that cgroup read-only at /sys/fs/cgroup (memory.max and friends).
+            check!(9, libc::unshare(libc::CLONE_NEWCGROUP));
+            let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            check!(
+                9,
+                libc::mount(
+                    c"cgroup2".as_ptr(),
+                    p.cgroup_view.as_ptr(),
+                    c"cgroup2".as_ptr(),
+                    flags,
+                    std::ptr::null()
+                )
+            );
         }
         check!(
             2,
@@ -290,6 +322,7 @@ mod tests {
     fn test_step_names_cover_every_step() {
         assert_eq!(step_name(STEP_EXEC), "exec the command");
         assert_eq!(step_name(8), "set up stdio");
+        assert_eq!(step_name(9), "mount its view of the cgroup");
         assert_eq!(step_name(200), "set up the workload");
     }
 }
