@@ -7,7 +7,6 @@
 //! # Intentional differences between the modes (the one documented list)
 //! - The kernel the workload sees: the host's in container mode, isol's guest kernel in VM
 //!   mode (`uname -r`, /proc/version, /proc/cpuinfo flags, /proc/meminfo totals).
-//! - Read-write volumes: VM mode has no shared filesystem yet and refuses them (125).
 //! - CPUs when `--cpus` is not given: the container sees all of the host's, the microVM
 //!   gets one vCPU (with `--cpus N` both see `ceil(N)`, which the suite checks).
 //! - Timing: VM mode boots a kernel first, so start-up latency differs (see `isol compare`).

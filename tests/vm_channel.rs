@@ -188,26 +188,23 @@ fn vm_channel_guest_without_report_is_125_with_console_tail() {
 }
 
 #[test]
-fn vm_channel_rw_volume_refused_before_boot() {
-    if skip("vm_channel_rw_volume_refused_before_boot") {
+fn vm_channel_too_many_volumes_refused_before_boot() {
+    if skip("vm_channel_too_many_volumes_refused_before_boot") {
         return;
     }
-    let rd = run_dir("rw");
+    let rd = run_dir("vols");
     let vol = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let spec = format!("{}:/data", vol.display());
-    let o = isol_vm(
-        &guest("echo"),
-        &rd,
-        &[],
-        &["--volume", &spec, "--", "true"],
-        b"",
-    );
+    let specs: Vec<String> = (0..7)
+        .map(|i| format!("{}:/v{i}:ro", vol.display()))
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for v in &specs {
+        args.extend(["--volume", v.as_str()]);
+    }
+    args.extend(["--", "true"]);
+    let o = isol_vm(&guest("echo"), &rd, &[], &args, b"");
     assert_code(&o, 125);
-    assert!(
-        stderr(&o).contains("only read-only volumes"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("at most 6 volumes"), "{}", stderr(&o));
     assert_empty_run_dir(&rd);
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use isol_common::security::{MASKED_PATHS, READONLY_PATHS};
 
-use crate::protocol::{GuestConfig, ROOTFS_PATH};
+use crate::protocol::{GuestConfig, Volume, ROOTFS_PATH, VOLUME_MSIZE};
 use crate::sys::{self, Ctx, InitError};
 
 /// Where the workload's cgroup lives in the guest.
@@ -96,8 +96,8 @@ pub fn workload_plan(cfg: &GuestConfig, root: &Path) -> Vec<Step> {
     for dir in ["/proc", "/sys", "/dev", "/tmp"] {
         plan.push(Step::Dir(r(dir)));
     }
-    for (_, dst) in &cfg.volumes {
-        plan.push(Step::Dir(r(dst)));
+    for v in &cfg.volumes {
+        plan.push(Step::Dir(r(&v.path)));
     }
     plan.push(mnt("proc", r("/proc"), "proc", NOSUID | NODEV | NOEXEC, ""));
     let sys_flags = NOSUID | NODEV | NOEXEC | libc::MS_RDONLY;
@@ -110,16 +110,24 @@ pub fn workload_plan(cfg: &GuestConfig, root: &Path) -> Vec<Step> {
         NOSUID | NODEV,
         "mode=1777",
     ));
-    for (src, dst) in &cfg.volumes {
-        plan.push(mnt(src, r(dst), "", libc::MS_BIND | libc::MS_REC, ""));
-        plan.push(remount_ro(&r(dst), 0));
-    }
+    plan.extend(cfg.volumes.iter().map(|v| volume_mount(v, &r(&v.path))));
     plan.extend(MASKED_PATHS.iter().map(|p| Step::Mask(r(p))));
     plan.extend(READONLY_PATHS.iter().map(|p| Step::ReadOnly(r(p))));
     if cfg.read_only {
         plan.push(remount_ro(root, 0));
     }
     plan
+}
+
+/// A volume the VMM serves over virtio-9p. `access=client`: the guest kernel checks
+/// permissions and names the caller's uid, so files keep the owners the workload gives
+/// them, as with container mode's bind mounts. `cache=mmap`: no caching (the host may
+/// change the directory), except the page cache that shared mmap needs.
+fn volume_mount(v: &Volume, target: &Path) -> Step {
+    let flags = if v.read_only { libc::MS_RDONLY } else { 0 };
+    let data =
+        format!("trans=virtio,version=9p2000.L,msize={VOLUME_MSIZE},cache=mmap,access=client");
+    mnt(&v.tag, target, "9p", flags, &data)
 }
 
 /// A minimal /dev as container mode has: null, zero, full, random, urandom, tty, pts, shm.
@@ -309,7 +317,11 @@ mod tests {
         GuestConfig {
             args: vec!["true".into()],
             cwd: "/work".into(),
-            volumes: vec![("/isol/volumes/0".into(), "/data".into())],
+            volumes: vec![Volume {
+                tag: "isolvol0".into(),
+                path: "/data".into(),
+                read_only: true,
+            }],
             ..GuestConfig::default()
         }
     }
@@ -352,7 +364,33 @@ mod tests {
             .unwrap();
         assert!(pos(&Step::Dir("/r/work".into())) < first_fs);
         assert!(pos(&Step::Dir("/r/data".into())) < first_fs);
-        assert!(plan.contains(&remount_ro(Path::new("/r/data"), 0)));
+        let vol = plan
+            .iter()
+            .find(|s| matches!(s, Step::Mount { fstype, .. } if fstype == "9p"))
+            .unwrap();
+        let Step::Mount {
+            src,
+            target,
+            flags,
+            data,
+            ..
+        } = vol
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (src.as_str(), target.as_path()),
+            ("isolvol0", Path::new("/r/data"))
+        );
+        assert_eq!(
+            *flags,
+            libc::MS_RDONLY,
+            "a read-only volume is mounted read-only"
+        );
+        assert!(
+            data.contains("trans=virtio") && data.contains("access=client"),
+            "{data}"
+        );
     }
 
     #[test]

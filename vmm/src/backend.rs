@@ -1,9 +1,11 @@
 //! The VM backend: spec -> guest init config + initramfs -> microVM -> workload exit.
 //!
 //! `prepare` resolves the kernel, finds the static guest init (see
-//! [`plan::guest_init_candidates`]), writes the initramfs (init, config, rootfs, read-only
-//! volumes) into a private run directory, sizes the VM ([`plan`] documents how guest RAM
-//! relates to `--memory`) and creates the machine with the isol channel on its port bus.
+//! [`plan::guest_init_candidates`]), writes the initramfs (init, config, rootfs) into a
+//! private run directory, sizes the VM ([`plan`] documents how guest RAM relates to
+//! `--memory`) and creates the machine with the isol channel on its port bus and one
+//! virtio-9p device per volume (served live from the host directory, read-write unless
+//! `:ro`, like container mode's bind mounts).
 //! `run` serves the channel (stdin pump, signal forwarder, watchdog), runs the machine and
 //! maps what the init reported to a [`WorkloadExit`]. A VM that ends without a report
 //! (reset, triple fault, crash, init failure, boot timeout) is a [`VmError`] (exit 125)
@@ -27,8 +29,11 @@ use std::time::{Duration, Instant};
 use isol_common::{Backend, ExecFailure, Prepared, WorkloadExit, WorkloadSpec};
 
 use crate::channel::host::{spawn_signal_forwarder, spawn_stdin_pump, spawn_watchdog, Deadlines};
-use crate::channel::protocol::{ExitReport, CHANNEL_BASE, CHANNEL_LEN};
+use crate::channel::protocol::{volume_tag, ExitReport, CHANNEL_BASE, CHANNEL_LEN};
 use crate::channel::{Channel, ChannelDevice, Outcome};
+use crate::devices::virtio::device::VIRTIO_IRQS;
+use crate::devices::virtio::p9::P9Server;
+use crate::devices::virtio::{P9Device, VirtioSlot};
 use crate::initramfs::{write_initramfs, Contents, InitramfsError};
 use crate::kernel::{resolve_kernel, KernelError};
 use crate::machine::{Machine, MachineConfig, MachineError, MachineExit};
@@ -72,13 +77,24 @@ pub enum VmError {
     /// The guest init binary is missing or not static.
     #[error("{0}")]
     GuestInit(String),
-    /// Read-write volumes need a shared filesystem VM mode does not have yet.
-    #[error("--volume {host}:{path} is read-write; VM mode supports only read-only volumes for now (add :ro, or use --mode container)")]
-    RwVolume {
+    /// More volumes than virtio-mmio slots.
+    #[error("VM mode serves at most {max} volumes and the spec has {count}; merge some of them under one host directory or use --mode container")]
+    TooManyVolumes {
+        /// In the spec.
+        count: usize,
+        /// virtio-mmio slots.
+        max: usize,
+    },
+    /// A volume's host directory cannot be served.
+    #[error("Cannot serve --volume {host}:{path} to the VM")]
+    Volume {
         /// Host dir.
         host: PathBuf,
         /// Path inside.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The run directory could not be made.
     #[error("Cannot create the VM run directory under {path}")]
@@ -93,16 +109,23 @@ pub enum VmError {
     #[error("Cannot pack the root filesystem for the VM")]
     Initramfs(#[source] InitramfsError),
     /// The packed rootfs is too big.
-    #[error("The root filesystem and volumes pack to {size} MiB; VM mode ships them in guest RAM and takes at most {max} MiB: use a smaller --rootfs")]
+    #[error("The root filesystem packs to {size} MiB; VM mode ships it in guest RAM and takes at most {max} MiB: use a smaller --rootfs")]
     TooBig {
         /// MiB packed.
         size: u64,
         /// MiB allowed.
         max: u64,
     },
-    /// Too many vCPUs for the VMM.
-    #[error("--cpus asks for {0} vCPUs; VM mode supports at most 255")]
-    TooManyCpus(u32),
+    /// More vCPUs than the host CPUs isol may run on (container mode refuses the same).
+    #[error("cpus = {cpus} needs {wanted} CPUs but only {available} are available here; use --cpus {available} or less")]
+    TooManyCpus {
+        /// As given.
+        cpus: f64,
+        /// ceil(cpus): the vCPU count.
+        wanted: u32,
+        /// CPUs in isol's affinity mask.
+        available: u32,
+    },
     /// The machine could not be created or run.
     #[error("Cannot run the microVM")]
     Machine(#[source] MachineError),
@@ -207,21 +230,54 @@ fn find_guest_init() -> Result<PathBuf, VmError> {
     Err(VmError::GuestInit(msg))
 }
 
-/// Host directories of the spec's volumes; refuses read-write ones.
-fn ro_volumes(spec: &WorkloadSpec) -> Result<Vec<PathBuf>, VmError> {
-    spec.volumes
-        .iter()
-        .map(|v| {
-            if v.read_only {
-                Ok(v.host.clone())
-            } else {
-                Err(VmError::RwVolume {
-                    host: v.host.clone(),
-                    path: v.path.clone(),
-                })
-            }
+/// The vCPU count, refused like container mode's cpuset when it exceeds the CPUs isol may
+/// run on: more vCPUs than CPUs only time-slice, and both modes must accept the same specs.
+fn check_vcpus(spec: &WorkloadSpec, vcpus: u32) -> Result<u8, VmError> {
+    let available = host_cpus();
+    match u8::try_from(vcpus) {
+        Ok(n) if vcpus <= available => Ok(n),
+        _ => Err(VmError::TooManyCpus {
+            cpus: spec.resources.cpus.unwrap_or(f64::from(vcpus)),
+            wanted: vcpus,
+            available,
+        }),
+    }
+}
+
+/// CPUs in isol's affinity mask (1 if it cannot be read).
+fn host_cpus() -> u32 {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&i| set.is_set(i).unwrap_or(false))
+                .count()
         })
-        .collect()
+        .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1))
+}
+
+/// One virtio-9p device per volume, in spec order (the guest mounts `volume_tag(i)`), and
+/// the command line fragments that declare them.
+fn volume_devices(spec: &WorkloadSpec) -> Result<(Vec<(VirtioSlot, P9Device)>, String), VmError> {
+    let mut devices = Vec::with_capacity(spec.volumes.len());
+    let mut cmdline = String::new();
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let slot = VirtioSlot::new(i).ok_or(VmError::TooManyVolumes {
+            count: spec.volumes.len(),
+            max: VIRTIO_IRQS.len(),
+        })?;
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Volume {
+            host: v.host.clone(),
+            path: v.path.clone(),
+            source,
+        };
+        let server = P9Server::new(&v.host, v.read_only).map_err(|e| err(Box::new(e)))?;
+        let device =
+            P9Device::new(&volume_tag(i), Box::new(server)).map_err(|e| err(Box::new(e)))?;
+        cmdline.push(' ');
+        cmdline.push_str(&slot.cmdline());
+        devices.push((slot, device));
+    }
+    Ok((devices, cmdline))
 }
 
 impl Backend for VmBackend {
@@ -229,11 +285,11 @@ impl Backend for VmBackend {
     type Prepared = PreparedVm;
 
     fn prepare(&self, spec: &WorkloadSpec) -> Result<PreparedVm, VmError> {
-        let volumes = ro_volumes(spec)?;
+        let (volumes, volume_cmdline) = volume_devices(spec)?;
         let kernel = resolve_kernel(self.opts.kernel.as_deref()).map_err(VmError::Kernel)?;
         let init = find_guest_init()?;
         let vcpus = plan::vcpus(spec);
-        let vcpus_u8 = u8::try_from(vcpus).map_err(|_| VmError::TooManyCpus(vcpus))?;
+        let vcpus_u8 = check_vcpus(spec, vcpus)?;
         let parent = rundir::vm_runs_dir();
         // Directories of killed runs go now, not only on `isol gc` (a readdir when clean).
         let _ = rundir::gc_in(&parent);
@@ -248,7 +304,6 @@ impl Backend for VmBackend {
             init: &init,
             config: &config,
             rootfs: &rootfs,
-            volumes: &volumes,
         };
         let size = write_initramfs(&initrd, &contents).map_err(VmError::Initramfs)?;
         if size > plan::MAX_INITRAMFS {
@@ -263,7 +318,7 @@ impl Backend for VmBackend {
         let cfg = MachineConfig {
             kernel: kernel.path,
             initrd: Some(initrd),
-            cmdline: plan::cmdline(self.opts.verbose, extra.as_deref()),
+            cmdline: plan::cmdline(self.opts.verbose, extra.as_deref()) + &volume_cmdline,
             memory: guest_ram(spec.resources.memory, size),
             vcpus: vcpus_u8,
             console: Box::new(console.clone()),
@@ -282,6 +337,11 @@ impl Backend for VmBackend {
         machine
             .add_pio_device(CHANNEL_BASE, CHANNEL_LEN, Arc::new(Mutex::new(device)))
             .map_err(VmError::Machine)?;
+        for (slot, device) in volumes {
+            machine
+                .add_virtio_device(slot, Box::new(device))
+                .map_err(VmError::Machine)?;
+        }
         Ok(PreparedVm {
             machine,
             channel,

@@ -1,7 +1,7 @@
 //! The guest's initramfs, written at run time: an uncompressed newc cpio archive (the
 //! format the kernel unpacks into its root tmpfs) holding `/init` (the static guest init),
 //! `/dev/console`, the init's config at [`CONFIG_PATH`], the workload's root filesystem
-//! under [`ROOTFS_PATH`], and read-only volumes under [`VOLUMES_PATH`]`/N`.
+//! under [`ROOTFS_PATH`]. Volumes are not copied: the VMM serves them over virtio-9p.
 //!
 //! Trees are copied as they are, never modified: directories, regular files and symlinks
 //! keep their mode, uid, gid and mtime; hard links become separate copies; device nodes,
@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::channel::protocol::{CONFIG_PATH, ROOTFS_PATH, VOLUMES_PATH};
+use crate::channel::protocol::{CONFIG_PATH, ROOTFS_PATH};
 
 /// newc's magic.
 const MAGIC: &str = "070701";
@@ -335,8 +335,6 @@ pub struct Contents<'a> {
     pub config: &'a str,
     /// The workload's root filesystem directory.
     pub rootfs: &'a Path,
-    /// Read-only volumes' host directories, in config order.
-    pub volumes: &'a [PathBuf],
 }
 
 /// Writes the run's initramfs to `out`; returns its size in bytes.
@@ -362,12 +360,6 @@ pub fn write_initramfs(out: &Path, c: &Contents<'_>) -> Result<u64, InitramfsErr
     w.file_bytes(CONFIG_PATH, Meta::root(0o600), c.config.as_bytes())
         .map_err(werr)?;
     w.tree(c.rootfs, ROOTFS_PATH)?;
-    if !c.volumes.is_empty() {
-        w.dir(VOLUMES_PATH, dir).map_err(werr)?;
-    }
-    for (i, v) in c.volumes.iter().enumerate() {
-        w.tree(v, &format!("{VOLUMES_PATH}/{i}"))?;
-    }
     let size = w.len();
     w.finish().map_err(werr)?;
     Ok(size)

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use isol_common::WorkloadSpec;
 
-use crate::channel::protocol::{GuestConfig, VOLUMES_PATH};
+use crate::channel::protocol::{volume_tag, GuestConfig, Volume};
 
 /// Kernel, page tables, slab, the init and its buffers (measured need plus margin).
 pub const BASE_OVERHEAD: u64 = 96 << 20;
@@ -81,7 +81,7 @@ pub fn cmdline(verbose: bool, extra: Option<&str>) -> String {
     line
 }
 
-/// The init's config for a spec (read-only volumes are shipped as `VOLUMES_PATH/N`).
+/// The init's config for a spec (volume `N` is served over virtio-9p as [`volume_tag`]`(N)`).
 pub fn guest_config(spec: &WorkloadSpec, debug: bool) -> GuestConfig {
     GuestConfig {
         args: spec.args.clone(),
@@ -98,11 +98,10 @@ pub fn guest_config(spec: &WorkloadSpec, debug: bool) -> GuestConfig {
             .volumes
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                (
-                    format!("{VOLUMES_PATH}/{i}"),
-                    v.path.to_string_lossy().into_owned(),
-                )
+            .map(|(i, v)| Volume {
+                tag: volume_tag(i),
+                path: v.path.to_string_lossy().into_owned(),
+                read_only: v.read_only,
             })
             .collect(),
         debug,

@@ -123,10 +123,27 @@ impl ExitReport {
 pub const CONFIG_PATH: &str = "/isol/config";
 /// Where the workload's root filesystem lies in the initramfs.
 pub const ROOTFS_PATH: &str = "/isol/rootfs";
-/// Where read-only volume `N` lies in the initramfs (`/isol/volumes/N`).
-pub const VOLUMES_PATH: &str = "/isol/volumes";
 /// First line of the config file (format version).
-pub const CONFIG_HEADER: &str = "isol-guest-config 1";
+pub const CONFIG_HEADER: &str = "isol-guest-config 2";
+/// The 9P msize the init mounts volumes with. Linux 6.1's virtio transport caps it near
+/// 500 KiB (its ring has 128 entries of one page); the VMM's server accepts at least this.
+pub const VOLUME_MSIZE: u32 = 256 * 1024;
+
+/// A host directory the VMM serves over virtio-9p, mounted by the init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The virtio-9p mount tag (`isolvolN`).
+    pub tag: String,
+    /// Where it is mounted inside the workload root.
+    pub path: String,
+    /// Mounted read-only (the server refuses writes as well).
+    pub read_only: bool,
+}
+
+/// The mount tag of volume `index`.
+pub fn volume_tag(index: usize) -> String {
+    format!("isolvol{index}")
+}
 
 /// What the init needs to know about the workload. Written by the host into the
 /// initramfs as text: the header line, then one `key value` line per field (`arg`, `env`
@@ -154,8 +171,8 @@ pub struct GuestConfig {
     pub pids: Option<u64>,
     /// cpu.max of the workload's cgroup: (quota, period) in microseconds.
     pub cpu_max: Option<(u64, u64)>,
-    /// Read-only volumes: (initramfs dir, path inside the workload).
-    pub volumes: Vec<(String, String)>,
+    /// Volumes served over virtio-9p, in mount order.
+    pub volumes: Vec<Volume>,
     /// Debug mode: without a channel, the init reports on the console.
     pub debug: bool,
 }
@@ -231,8 +248,9 @@ impl GuestConfig {
         if let Some((q, p)) = self.cpu_max {
             put("cpu_max", &format!("{q} {p}"));
         }
-        for (src, dst) in &self.volumes {
-            put("volume", &format!("{src}={dst}"));
+        for v in &self.volumes {
+            let mode = if v.read_only { "ro" } else { "rw" };
+            put("volume", &format!("{mode} {}={}", v.tag, v.path));
         }
         put("debug", if self.debug { "1" } else { "0" });
         lines.push("end".to_string());
@@ -295,7 +313,26 @@ impl GuestConfig {
                     .ok_or_else(|| ConfigError(format!("cpu_max: {v:?} is not QUOTA PERIOD")))?;
                 self.cpu_max = Some((num(q)?, num(p)?));
             }
-            "volume" => self.volumes.push(pair(v)?),
+            "volume" => {
+                let (mode, rest) = v
+                    .split_once(' ')
+                    .ok_or_else(|| ConfigError(format!("volume: {v:?} is not MODE TAG=PATH")))?;
+                let read_only = match mode {
+                    "ro" => true,
+                    "rw" => false,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "volume: mode {mode:?} is not ro or rw"
+                        )))
+                    }
+                };
+                let (tag, path) = pair(rest)?;
+                self.volumes.push(Volume {
+                    tag,
+                    path,
+                    read_only,
+                });
+            }
             "debug" => self.debug = v == "1",
             _ => return Err(ConfigError(format!("unknown key {key:?}"))),
         }
@@ -332,7 +369,18 @@ mod tests {
             memory: Some(64 << 20),
             pids: Some(10),
             cpu_max: Some((50_000, 100_000)),
-            volumes: vec![("/isol/volumes/0".into(), "/data".into())],
+            volumes: vec![
+                Volume {
+                    tag: volume_tag(0),
+                    path: "/data dir".into(),
+                    read_only: true,
+                },
+                Volume {
+                    tag: volume_tag(1),
+                    path: "/rw".into(),
+                    read_only: false,
+                },
+            ],
             debug: false,
         }
     }

@@ -144,9 +144,6 @@ fn test_write_initramfs_has_init_console_config_rootfs() {
     let root = t.path().join("rootfs");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/hostname"), b"x\n").unwrap();
-    let vol = t.path().join("vol");
-    std::fs::create_dir(&vol).unwrap();
-    std::fs::write(vol.join("data"), b"d").unwrap();
     let init = t.path().join("init-bin");
     std::fs::write(&init, b"INIT").unwrap();
     let out = t.path().join("initramfs.cpio");
@@ -154,7 +151,6 @@ fn test_write_initramfs_has_init_console_config_rootfs() {
         init: &init,
         config: "cfg\n",
         rootfs: &root,
-        volumes: &[vol],
     };
     let size = write_initramfs(&out, &contents).unwrap();
     let bytes = std::fs::read(&out).unwrap();
@@ -166,7 +162,6 @@ fn test_write_initramfs_has_init_console_config_rootfs() {
     assert_eq!((console.mode, console.rdev), (0o020_600, (5, 1)));
     assert_eq!(find(&es, "isol/config").data, b"cfg\n");
     assert_eq!(find(&es, "isol/rootfs/etc/hostname").data, b"x\n");
-    assert_eq!(find(&es, "isol/volumes/0/data").data, b"d");
 }
 
 #[test]
@@ -179,7 +174,6 @@ fn test_write_initramfs_missing_rootfs_names_path() {
         init: &init,
         config: "",
         rootfs: &missing,
-        volumes: &[],
     };
     let e = write_initramfs(&t.path().join("o"), &contents).unwrap_err();
     assert!(
