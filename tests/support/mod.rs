@@ -198,3 +198,29 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs each named `fn NAME(mode: Mode)` of the calling test file as two tests,
+/// `container::NAME` and `vm::NAME`: the contract was written for container mode, and VM
+/// mode must pass it unchanged. Privileged tests fail loudly without root or KVM; only
+/// `ISOL_SKIP_PRIVILEGED=1` skips them, with a notice.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod container {
+            $(#[test]
+            fn $name() {
+                if !$crate::support::skip_privileged(stringify!($name)) {
+                    super::$name($crate::support::Mode::Container);
+                }
+            })*
+        }
+        mod vm {
+            $(#[test]
+            fn $name() {
+                if !$crate::support::skip_privileged(stringify!($name)) {
+                    super::$name($crate::support::Mode::Vm);
+                }
+            })*
+        }
+    };
+}
