@@ -45,7 +45,7 @@ pub const MIN_MSIZE: u32 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum P9Error {
     /// The root could not be opened.
-    #[error("Cannot open {} to serve it over 9P", path.display())]
+    #[error("Cannot open {} to serve it over 9P (check the --volume host path)", path.display())]
     OpenRoot {
         /// The root asked for.
         path: PathBuf,
@@ -54,7 +54,7 @@ pub enum P9Error {
         source: Errno,
     },
     /// The root is not a directory.
-    #[error("Cannot serve {} over 9P: not a directory", path.display())]
+    #[error("Cannot serve {} over 9P: not a directory (a --volume host path must be a directory)", path.display())]
     NotDirectory {
         /// The root asked for.
         path: PathBuf,
@@ -196,7 +196,7 @@ impl RequestHandler for P9Server {
         } else {
             self.msize
         };
-        if size > max as usize || ty % 2 == 1 {
+        if size > max as usize {
             wire::lerror(reply, tag, Errno::EINVAL);
             return;
         }

@@ -52,6 +52,11 @@ fn test_walk_partial_returns_qids_of_prefix_and_sets_no_newfid() {
     assert_eq!(q[0].ty, wire::QT_DIR);
     assert_eq!(c.getattr(1).err(), Some(libc::EBADF));
     assert_eq!(c.walk(0, 1, &["missing"]), Err(libc::ENOENT));
+    std::fs::write(c.path("file"), b"").unwrap();
+    assert_eq!(c.walk(0, 1, &["file", "x"]).unwrap().len(), 1);
+    c.walk(0, 2, &["file"]).unwrap();
+    assert_eq!(c.walk(2, 3, &["x"]), Err(libc::ENOTDIR));
+    assert_eq!(c.walk(2, 3, &[".."]), Err(libc::ENOTDIR));
     assert_eq!(c.walk(0, 1, &["a", "b"]).unwrap().len(), 2);
     assert_eq!(c.getattr(1).unwrap().qid.path, lstat(&c.path("a/b")).ino());
 }
@@ -338,11 +343,16 @@ fn test_mknod_fifo_socket_allowed_devices_refused() {
     let mut c = Client::new();
     let mknod =
         |name: &[u8], mode: u32| Enc::default().u32(0).s(name).u32(mode).u32(1).u32(3).u32(0);
-    c.rpc(t::MKNOD, mknod(b"p", libc::S_IFIFO | 0o600)).unwrap();
+    c.rpc(t::MKNOD, mknod(b"p", libc::S_IFIFO | 0o662)).unwrap();
     c.rpc(t::MKNOD, mknod(b"s", libc::S_IFSOCK | 0o600))
         .unwrap();
     c.rpc(t::MKNOD, mknod(b"r", libc::S_IFREG | 0o600)).unwrap();
     assert!(lstat(&c.path("p")).file_type().is_fifo());
+    assert_eq!(
+        lstat(&c.path("p")).mode() & 0o7777,
+        0o662,
+        "host umask must not apply"
+    );
     assert!(lstat(&c.path("s")).file_type().is_socket());
     assert!(lstat(&c.path("r")).is_file());
     assert_eq!(
