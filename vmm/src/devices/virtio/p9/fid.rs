@@ -190,8 +190,7 @@ impl FidTable {
     }
 
     /// How many fids are held.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.fids.len()
     }
 }

@@ -104,7 +104,7 @@ pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
 }
 
 /// Sets access and modification times of the inode `fd` refers to (a symlink itself if it
-/// is one). `None` leaves a time alone; `UTIME_NOW` in `tv_nsec` means now.
+/// is one). `UTIME_OMIT` in `tv_nsec` leaves a time alone; `UTIME_NOW` means now.
 pub fn set_times(
     fd: BorrowedFd<'_>,
     atime: libc::timespec,

@@ -62,7 +62,6 @@ pub enum P9Error {
 }
 
 /// A 9P2000.L server for one host directory.
-#[derive(Debug)]
 pub struct P9Server {
     root: Node,
     read_only: bool,
@@ -70,6 +69,17 @@ pub struct P9Server {
     fids: FidTable,
     /// Scratch buffer for `getdents64`.
     dirbuf: Vec<u8>,
+}
+
+impl std::fmt::Debug for P9Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P9Server")
+            .field("root_ino", &self.root.ino)
+            .field("read_only", &self.read_only)
+            .field("msize", &self.msize)
+            .field("fids", &self.fids.count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl P9Server {

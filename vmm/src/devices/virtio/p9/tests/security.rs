@@ -190,6 +190,37 @@ fn test_lopen_fifo_is_refused_without_blocking() {
 }
 
 #[test]
+fn test_lopen_device_and_socket_nodes_is_refused() {
+    let mut c = Client::new();
+    let kinds = [
+        (
+            "null",
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::makedev(1, 3),
+        ),
+        (
+            "loop",
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::makedev(7, 0),
+        ),
+        ("sock", nix::sys::stat::SFlag::S_IFSOCK, 0),
+    ];
+    for (name, kind, dev) in kinds {
+        let perm = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        nix::sys::stat::mknod(&c.path(name), kind, perm, dev).unwrap();
+        for flags in [O_RDONLY, O_RDWR] {
+            assert_eq!(c.open_at_root(1, name, flags), Err(libc::ENXIO), "{name}");
+            c.clunk(1).unwrap();
+        }
+        // Attributes can still be read, as for any file.
+        c.walk(0, 1, &[name]).unwrap();
+        let a = c.getattr(1).unwrap();
+        assert_eq!(a.mode & libc::S_IFMT, kind.bits());
+        c.clunk(1).unwrap();
+    }
+}
+
+#[test]
 fn test_read_only_refuses_every_change_with_erofs() {
     let mut c = Client::with(true, 0);
     std::fs::write(c.path("f"), b"data").unwrap();
