@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use support::{
@@ -97,36 +96,41 @@ fn vm_volumes_served_over_9p_stay_confined() {
     if skip("vm_volumes_served_over_9p_stay_confined") {
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("vm-volume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    // Host-side traps: a symlink out of the volume and a FIFO nobody writes.
+    // Under /tmp: the nested lab shares /tmp with the host read-write (not the target dir).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    // World-writable, so uid 1000 may create a file below (tempdir makes it 0700).
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Host-side traps: a symlink out of the volume, and a FIFO.
     std::os::unix::fs::symlink("/etc", dir.join("escape")).unwrap();
     let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
     // SAFETY: mkfifo with a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let rw = format!("{}:/data", dir.display());
-    // The symlink resolves inside the guest (the rootfs's /etc has no apt/), the FIFO is
-    // refused at once (the server never blocks on it), a 5 MB file round-trips intact, and a
-    // file made by uid 1000 belongs to uid 1000 on the host.
-    let script = "ls /data/escape/ | grep -c '^apt$'; ls /data/../../ | grep -c '^isol$'; \
-                  timeout 5 cat /data/fifo 2>/dev/null; echo fifo=$?; \
+    // The symlink resolves inside the guest (the rootfs's /etc has no apt/); the FIFO is a
+    // pipe inside the guest (the server never opens it on the host); no device nodes are
+    // made on the host; a 5 MB file round-trips intact; and a file made by uid 1000
+    // belongs to uid 1000 on the host.
+    let script = "ls /data/escape/ | grep -c '^apt$'; \
+                  (echo through-fifo > /data/fifo &); timeout 5 cat /data/fifo; \
+                  mknod /data/null c 1 3 2>/dev/null || echo mknod-refused; \
                   head -c 5000000 /dev/urandom > /tmp/r; cp /tmp/r /data/big; cmp /tmp/r /data/big && echo same; \
                   md5sum < /data/big";
     let o = vm(&["--volume", &rw, "--", "sh", "-c", script], b"");
     assert_code(&o, 0);
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "0", "host /etc seen through the symlink: {out}");
-    assert_eq!(lines[1], "fifo=1", "{out}");
-    assert_eq!(lines[2], "same", "{out}");
+    assert_eq!(
+        &lines[..4],
+        ["0", "through-fifo", "mknod-refused", "same"],
+        "{out}"
+    );
     let host_sum = Command::new("md5sum")
         .stdin(std::fs::File::open(dir.join("big")).unwrap())
         .output()
         .unwrap();
     assert_eq!(
-        lines[3],
+        lines[4],
         String::from_utf8_lossy(&host_sum.stdout).trim_end()
     );
     let o = vm(
@@ -146,8 +150,7 @@ fn vm_volumes_served_over_9p_stay_confined() {
     let meta = std::fs::metadata(dir.join("u")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.gid()), (1000, 100));
-    assert!(!dir.join("etc").exists() && std::fs::read_link(dir.join("escape")).is_ok());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!dir.join("null").exists() && std::fs::read_link(dir.join("escape")).is_ok());
 }
 
 #[test]
@@ -160,4 +163,28 @@ fn vm_runs_leave_nothing_behind() {
 ls -A "$ISOL_RUN_DIR/vm" 2>/dev/null | wc -l; rm -rf "$ISOL_RUN_DIR""#;
     let o = script(s);
     assert_eq!(stdout(&o).trim(), "0", "stderr: {}", stderr(&o));
+}
+
+#[test]
+fn vm_sigint_reaches_trap_and_sigkill_of_isol_leaves_nothing() {
+    if skip("vm_sigint_reaches_trap_and_sigkill_of_isol_leaves_nothing") {
+        return;
+    }
+    // SIGINT to isol reaches the workload's trap (exit 42). Then a SIGKILLed isol takes its
+    // VM with it (the vCPUs are its threads); `isol gc` removes the run directory it left.
+    let s = r#"ISOL_RUN_DIR=$(mktemp -d); export ISOL_RUN_DIR; out=$(mktemp)
+wait_ready() { i=0; until grep -q ready "$out"; do sleep 0.2; i=$((i+1)); [ $i -gt 1500 ] && break; done; }
+"$1" run --mode vm -- sh -c 'trap "echo got-int; exit 42" INT; echo ready; while :; do sleep 0.1; done' >"$out" &
+pid=$!; wait_ready; kill -INT $pid; wait $pid; echo "rc=$?"; cat "$out"; : >"$out"
+"$1" run --mode vm -- sh -c 'echo ready; exec sleep 1000' >"$out" &
+pid=$!; wait_ready; kill -KILL $pid; wait $pid; echo "rc=$?"
+ls -A "$ISOL_RUN_DIR/vm" | wc -l; "$1" gc >/dev/null; ls -A "$ISOL_RUN_DIR/vm" | wc -l
+rm -rf "$ISOL_RUN_DIR" "$out""#;
+    let o = script(s);
+    assert_eq!(
+        stdout(&o),
+        "rc=42\nready\ngot-int\nrc=137\n1\n0\n",
+        "stderr: {}",
+        stderr(&o)
+    );
 }
