@@ -244,6 +244,15 @@ fn check_vcpus(spec: &WorkloadSpec, vcpus: u32) -> Result<u8, VmError> {
     }
 }
 
+/// The 9P server holds an fd per file the guest has walked to: lift the soft fd limit to
+/// the hard one, as Firecracker and QEMU do (failing that, the guest gets EMFILE).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// CPUs in isol's affinity mask (1 if it cannot be read).
 fn host_cpus() -> u32 {
     nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
@@ -286,6 +295,9 @@ impl Backend for VmBackend {
 
     fn prepare(&self, spec: &WorkloadSpec) -> Result<PreparedVm, VmError> {
         let (volumes, volume_cmdline) = volume_devices(spec)?;
+        if !volumes.is_empty() {
+            raise_fd_limit();
+        }
         let kernel = resolve_kernel(self.opts.kernel.as_deref()).map_err(VmError::Kernel)?;
         let init = find_guest_init()?;
         let vcpus = plan::vcpus(spec);
