@@ -111,7 +111,7 @@ l1_cmdline() {
     khz=$(awk -F: -v hz="${hz:-250}" \
       '/^cpu MHz/ { k = int($2 * 1000); printf "tsc_early_khz=%d lpj=%d", k, k * 1000 / hz; exit }' /proc/cpuinfo)
   fi
-  echo "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t acpi=noirq mitigations=off" \
+  echo "console=ttyS0 quiet loglevel=4 panic=-1 reboot=t acpi=noirq mitigations=off nokaslr" \
        "random.trust_cpu=on tsc=reliable no_timer_check audit=0 security=none lsm=" \
        "8250.nr_uarts=1 cryptomgr.notests $khz" \
        "initcall_blacklist=crypto_kdf108_init,load_system_certificate_list,init_kprobe_trace,blake2s_mod_init"
@@ -124,7 +124,8 @@ qemu_args() {
   QEMU=(qemu-system-x86_64
     -accel tcg,thread=multi -cpu max -M pc
     -smp "${ISOL_LAB_CPUS:-2}" -m "${ISOL_LAB_MEM:-4096}"
-    -nodefaults -no-user-config -display none -monitor none -no-reboot
+    -nodefaults -no-user-config -display none -no-reboot
+    -monitor "unix:$io/monitor.sock,server=on,wait=off"
     -serial "file:$console"
     -kernel "$kimage" -initrd "$initramfs"
     -append "$(l1_cmdline) isol_lab=$mode $extra ${ISOL_LAB_APPEND:-}"
@@ -138,10 +139,44 @@ qemu_args() {
   done < <(rw_dirs)
 }
 
+# Where each L1 vCPU is, from QEMU's monitor on socket $1 (RIP, and CPL: 0 is the L1
+# kernel, 3 its user space; a vCPU running the L2 shows the L1's state at its VMRUN).
+# The L1 boots with nokaslr, so kernel RIPs can be looked up in its /proc/kallsyms.
+lab_cpu_state() {
+  [ -S "$1" ] || return 0
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1])
+s.sendall(b"info registers -a\n"); out = b""; end = time.time() + 3
+while time.time() < end:
+    try:
+        chunk = s.recv(65536)
+    except socket.timeout:
+        break
+    if not chunk:
+        break
+    out += chunk
+cpu = "?"
+for line in out.decode(errors="replace").splitlines():
+    if line.startswith("CPU#"):
+        cpu = line.split()[0]
+    elif line.startswith("RIP="):
+        print(f"  {cpu} {line.split()[0]} {line.split()[-1] if 'CPL' in line else ''}")
+    elif line.startswith("ES =") or "CPL=" in line:
+        for part in line.split():
+            if part.startswith("CPL="):
+                print(f"  {cpu} {part}")
+PY
+}
+
 # Prints why the L1 failed and the console tail, then exits 125.
 lab_failed() {
   local why="$1" console="$2" qlog="$3"
   echo "tests/lab/run.sh: $why" >&2
+  if [ -n "${4:-}" ] && [ -S "$4" ]; then
+    echo "--- L1 vCPUs (QEMU monitor) ---" >&2
+    lab_cpu_state "$4" >&2
+  fi
   [ -s "$qlog" ] && { echo "--- qemu ---" >&2; tail -n 20 "$qlog" >&2; }
   echo "--- L1 console (last 30 lines; full log: $lab_cache/last-console.log) ---" >&2
   tail -n 30 "$console" >&2

@@ -101,8 +101,9 @@ session_run() {
         lab_failed "session L1 ended while running the command" "$dir/console.log" "$dir/qemu.log"
       fi
       if [ "$(date +%s)" -ge "$deadline" ]; then
+        lab_cpu_state "$dir/io/monitor.sock" >"$dir/cpu-state" 2>&1
         session_stop "$dir"
-        lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT); session stopped" \
+        lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT); session stopped; L1 vCPUs then: $(tr '\n' ' ' <"$dir/cpu-state")" \
           "$dir/console.log" "$dir/qemu.log"
       fi
       sleep 0.05
