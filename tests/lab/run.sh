@@ -161,11 +161,8 @@ for line in out.decode(errors="replace").splitlines():
     if line.startswith("CPU#"):
         cpu = line.split()[0]
     elif line.startswith("RIP="):
-        print(f"  {cpu} {line.split()[0]} {line.split()[-1] if 'CPL' in line else ''}")
-    elif line.startswith("ES =") or "CPL=" in line:
-        for part in line.split():
-            if part.startswith("CPL="):
-                print(f"  {cpu} {part}")
+        keep = [p for p in line.split() if p.startswith(("RIP=", "CPL=", "HLT="))]
+        print(f"  {cpu} {' '.join(keep)}")
 PY
 }
 
