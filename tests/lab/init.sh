@@ -75,6 +75,26 @@ run_request() {
   mv "$1/rc.tmp" "$1/rc"
 }
 
+# Pin the L1 kernel's KVM static keys. Every VM create/destroy flips KVM's static keys
+# (the preempt-notifier key in __schedule, the local APIC's sw-disabled key), and each
+# flip live-patches kernel code with int3 (text_poke_bp). Under QEMU's multi-threaded TCG
+# that patching sometimes livelocks a vCPU on the int3 (seen: both L1 vCPUs spinning in
+# exc_int3 / at a jump-label nop in __schedule, console silent, for good). A VM with an
+# irqchip and one vCPU kept open for the L1's life holds those keys on, so isol's VMs
+# never flip them.
+chroot $r /usr/bin/python3 -c '
+import fcntl, os, time
+kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+vm = fcntl.ioctl(kvm, 0xAE01, 0)     # KVM_CREATE_VM
+fcntl.ioctl(vm, 0xAE60, 0)           # KVM_CREATE_IRQCHIP
+fcntl.ioctl(vm, 0xAE41, 0)           # KVM_CREATE_VCPU 0 (local APIC software-disabled)
+open("/run/isol-lab-kvm-pinned", "w").close()
+time.sleep(1 << 30)
+' </dev/null >/dev/null 2>/dev/console &
+i=0
+while [ ! -e $r/run/isol-lab-kvm-pinned ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+[ -e $r/run/isol-lab-kvm-pinned ] || log "could not pin KVM's static keys (python3 in the host root?)"
+
 echo up >/io/ready
 if [ "$mode" = session ]; then
   mkdir -p /io/req

@@ -10,8 +10,9 @@ lab_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Debian packages the lab runs on (qemu: the L1 emulator; busybox-static: the L1 userland;
 # cpio + gzip: packing its initramfs; kmod: modinfo to resolve module dependencies;
-# xz-utils + binutils: extracting the ELF kernel and checking its PVH note).
-LAB_APT_PACKAGES=(qemu-system-x86 busybox-static cpio gzip kmod xz-utils binutils)
+# xz-utils + binutils: extracting the ELF kernel and checking its PVH note; python3: the
+# L1's KVM static-key pin, see init.sh).
+LAB_APT_PACKAGES=(qemu-system-x86 busybox-static cpio gzip kmod xz-utils binutils python3)
 
 # The L1 kernel package. Debian's *generic* amd64 flavour, not -cloud-amd64: the cloud
 # flavour has no 9p (CONFIG_NET_9P unset), which the lab uses to share the host's files.
