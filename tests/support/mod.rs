@@ -126,13 +126,17 @@ pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
 }
 
 /// True when the nested lab itself broke: run.sh failed (125) and its L1 kernel reported a
-/// soft lockup or an RCU stall. Those are the L1's KVM stuck under QEMU's emulated SVM; no
-/// user-space program (isol included) can cause one.
+/// soft lockup, an RCU stall, or panicked (seen: a page fault with the L2's GS base inside
+/// KVM's world switch, recursing until the stack guard page). Those are the L1's KVM under
+/// QEMU's emulated SVM going wrong; run.sh prints only the L1's console there, and no
+/// user-space program (isol included) can cause them short of a KVM bug.
 pub fn lab_itself_failed(out: &Output) -> bool {
     let err = String::from_utf8_lossy(&out.stderr);
     out.status.code() == Some(125)
         && err.contains("tests/lab/run.sh:")
-        && (err.contains("soft lockup") || err.contains("rcu_sched self-detected stall"))
+        && (err.contains("soft lockup")
+            || err.contains("rcu_sched self-detected stall")
+            || (err.contains("L1 ended") && err.contains("Kernel panic - not syncing")))
 }
 
 /// Runs a command through tests/lab/run.sh; when the lab itself broke (see
