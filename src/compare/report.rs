@@ -205,7 +205,7 @@ impl Report {
             &mut t,
             "  namespaces",
             "pid mnt uts ipc net cgroup".into(),
-            v.map(|_| "own kernel (KVM); pid cgroup inside".to_string())
+            v.map(|_| "own kernel + pid cgroup".to_string())
                 .unwrap_or("-".into()),
         );
         row(
