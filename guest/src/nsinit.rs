@@ -15,8 +15,10 @@ use crate::setup::{self, Step};
 use crate::spawn::{self, Prepared};
 use crate::sys;
 
-/// The child step number reported when the workload root cannot be mounted.
+/// The step reported when the workload root cannot be mounted (see `spawn::step_name`).
 pub const STEP_ROOT: u8 = 10;
+/// The step reported when the workload cannot be forked.
+pub const STEP_FORK: u8 = 11;
 
 /// What the namespace init needs; every fd is its own (the guest init's ends are closed).
 pub struct NsInit<'a> {
@@ -59,7 +61,7 @@ pub fn run(ns: NsInit<'_>) -> ! {
     if pid < 0 {
         report_step(
             &ns.status,
-            8,
+            STEP_FORK,
             std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
         );
         exit(127);

@@ -192,7 +192,6 @@ fn drain_sigchld(fd: &OwnedFd) {
     while matches!(sys::read(fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
 }
 
-/// Reaps every exited child; returns the workload's status if it was among them.
 /// Reaps every exited child; once the workload's init is gone, the workload's status from
 /// the exit pipe (or the init's own, if it died before writing it, e.g. by SIGKILL).
 fn reap(workload: libc::pid_t, exit: &OwnedFd) -> Option<ExitReport> {

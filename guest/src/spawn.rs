@@ -29,6 +29,7 @@ const STEPS: &[&str] = &[
     "set up stdio",
     "mount its view of the cgroup",
     "mount the workload root",
+    "fork the workload",
 ];
 
 /// The name of a child step, for messages.
@@ -323,6 +324,11 @@ mod tests {
         assert_eq!(step_name(STEP_EXEC), "exec the command");
         assert_eq!(step_name(8), "set up stdio");
         assert_eq!(step_name(9), "mount its view of the cgroup");
+        assert_eq!(
+            step_name(crate::nsinit::STEP_ROOT),
+            "mount the workload root"
+        );
+        assert_eq!(step_name(crate::nsinit::STEP_FORK), "fork the workload");
         assert_eq!(step_name(200), "set up the workload");
     }
 }
