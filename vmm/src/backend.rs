@@ -488,6 +488,47 @@ pub fn guest_init_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn spec_with(volumes: &[&str], cpus: Option<&str>) -> WorkloadSpec {
+        let ov = isol_common::Overrides {
+            args: vec!["true".into()],
+            volumes: volumes.iter().map(|v| v.to_string()).collect(),
+            cpus: cpus.map(str::to_string),
+            ..isol_common::Overrides::default()
+        };
+        WorkloadSpec::from_toml("", &ov).unwrap()
+    }
+
+    #[test]
+    fn test_volume_devices_one_slot_each_and_cmdline() {
+        let s = spec_with(&["/tmp:/a", "/tmp:/b:ro"], None);
+        let (devices, cmdline) = volume_devices(&s).unwrap();
+        assert_eq!(devices.len(), 2);
+        assert_eq!(
+            cmdline,
+            " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
+    }
+
+    #[test]
+    fn test_volume_devices_refuse_more_than_the_slots() {
+        let vols: Vec<String> = (0..7).map(|i| format!("/tmp:/v{i}")).collect();
+        let refs: Vec<&str> = vols.iter().map(String::as_str).collect();
+        let e = volume_devices(&spec_with(&refs, None)).unwrap_err();
+        assert!(e.to_string().contains("at most 6 volumes"), "{e}");
+    }
+
+    #[test]
+    fn test_check_vcpus_refuses_more_than_the_host_cpus() {
+        let n = host_cpus();
+        let s = spec_with(&[], Some(&n.to_string()));
+        assert_eq!(check_vcpus(&s, n).unwrap(), u8::try_from(n).unwrap());
+        let e = check_vcpus(&s, n + 1).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("use --cpus {n} or less")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn test_map_outcome_reports() {
         let c = ConsoleLog::new(None, false);
