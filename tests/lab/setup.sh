@@ -1,6 +1,6 @@
 #!/bin/bash
 # Installs and caches everything the nested lab (tests/lab/run.sh) needs:
-#   - Debian packages: qemu-system-x86, busybox-static, cpio, gzip, kmod (apt-get);
+#   - Debian packages: LAB_APT_PACKAGES in lib.sh (qemu-system-x86, busybox-static, python3, ...);
 #   - the L1 kernel and its modules (kvm, kvm-amd, 9p, virtio, overlay) from Debian's
 #     generic amd64 kernel package, fetched with `apt-get download` and unpacked with
 #     `dpkg -x` into <cache>/lab/kernel-<version>/ (nothing is installed on the host);
