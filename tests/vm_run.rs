@@ -1,9 +1,10 @@
 //! Black-box tests of what is specific to `isol run --mode vm`: the channel cannot be
-//! forged, SIGTERM reaches the workload, boot failures are explained, volumes served over
-//! virtio-9p stay confined to their directory, nothing is left behind. Every behaviour of the CLI contract (streams, stdin, exit codes, limits,
-//! env, ...) is checked in both modes by the parity suite, tests/parity.rs, so it is not
-//! repeated here. On a PVM host these run inside the nested lab (tests/lab/run.sh); on
-//! hardware KVM directly.
+//! forged, SIGTERM and SIGINT reach the workload, a SIGKILLed isol leaves only what
+//! `isol gc` removes, boot failures are explained, volumes served over virtio-9p stay
+//! confined to their directory, nothing is left behind. The CLI contract itself (streams,
+//! stdin, exit codes, limits, env, ...) is checked in both modes by tests/contract_*.rs and
+//! tests/parity.rs, so it is not repeated here. On a PVM host these run inside the nested
+//! lab (tests/lab/run.sh); on hardware KVM directly.
 
 mod support;
 
