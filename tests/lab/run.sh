@@ -122,7 +122,7 @@ l1_cmdline() {
 qemu_args() {
   local io="$1" console="$2" mode="$3" extra="${4:-}" i=0 d
   QEMU=(qemu-system-x86_64
-    -accel "tcg,thread=${ISOL_LAB_TCG_THREAD:-multi}" -cpu max -M pc
+    -accel "tcg,thread=${ISOL_LAB_TCG_THREAD:-multi}" -cpu "${ISOL_LAB_CPU:-max}" -M pc
     -smp "${ISOL_LAB_CPUS:-2}" -m "${ISOL_LAB_MEM:-4096}"
     -nodefaults -no-user-config -display none -no-reboot
     -monitor "unix:$io/monitor.sock,server=on,wait=off"
