@@ -100,7 +100,10 @@ rw_dirs() {
 # self-tests, built-in certificates (modules are unsigned copies) or kprobe tracing
 # (initcall_debug showed each at 0.1-0.3 s). oops=panic: an L1 oops (seen: a page fault
 # in KVM's world switch under the emulated SVM) ends the L1 at once, so the command fails
-# fast as a lab failure instead of hanging on a half-dead L1 for minutes.
+# fast as a lab failure instead of hanging on a half-dead L1 for minutes. Likewise a soft
+# lockup of 60 s (seen: an SMP L2's vCPU thread stuck in smp_call_function_many_cond, its
+# IPI never answered by the other L1 vCPU, until the 900 s lab timeout) panics the L1;
+# 60 s (watchdog_thresh=30) is far above the stalls a busy host causes.
 # Under TCG the L1's TSC is the host's TSC (QEMU reads the host's), so on a host with a
 # constant TSC its frequency is passed in (tsc_early_khz): calibrating it against the
 # emulated PIT on a busy host fails or drifts ("Unable to calibrate against PIT").
@@ -113,7 +116,8 @@ l1_cmdline() {
     khz=$(awk -F: -v hz="${hz:-250}" \
       '/^cpu MHz/ { k = int($2 * 1000); printf "tsc_early_khz=%d lpj=%d", k, k * 1000 / hz; exit }' /proc/cpuinfo)
   fi
-  echo "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic reboot=t acpi=noirq mitigations=off nokaslr" \
+  echo "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic softlockup_panic=1 watchdog_thresh=30" \
+       "reboot=t acpi=noirq mitigations=off nokaslr" \
        "random.trust_cpu=on tsc=reliable no_timer_check audit=0 security=none lsm=" \
        "8250.nr_uarts=1 cryptomgr.notests $khz" \
        "initcall_blacklist=crypto_kdf108_init,load_system_certificate_list,init_kprobe_trace,blake2s_mod_init"
