@@ -73,29 +73,13 @@ pub fn run(ns: NsInit<'_>) -> ! {
         // SAFETY: `all` is an initialized sigset; no siginfo is asked for.
         let sig = unsafe { libc::sigwaitinfo(&all, std::ptr::null_mut()) };
         if sig == libc::SIGCHLD {
-            if let Some(status) = reap(pid) {
+            if let Some(status) = sys::reap_children(pid) {
                 let _ = sys::write(ns.exit.as_raw_fd(), &status.to_le_bytes());
                 exit(0);
             }
         } else if sig > 0 {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, sig) };
-        }
-    }
-}
-
-/// Reaps every exited child; the workload's raw wait status once it has ended.
-fn reap(workload: libc::pid_t) -> Option<libc::c_int> {
-    let mut result = None;
-    loop {
-        let mut st = 0;
-        // SAFETY: `st` is a valid int for waitpid to fill.
-        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if pid <= 0 {
-            return result;
-        }
-        if pid == workload && (libc::WIFEXITED(st) || libc::WIFSIGNALED(st)) {
-            result = Some(st);
         }
     }
 }

@@ -195,22 +195,11 @@ fn drain_sigchld(fd: &OwnedFd) {
 /// Reaps every exited child; once the workload's init is gone, the workload's status from
 /// the exit pipe (or the init's own, if it died before writing it, e.g. by SIGKILL).
 fn reap(workload: libc::pid_t, exit: &OwnedFd) -> Option<ExitReport> {
-    let mut result = None;
-    loop {
-        let mut st = 0;
-        // SAFETY: `st` is a valid int for waitpid to fill.
-        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if pid <= 0 {
-            return result;
-        }
-        if pid == workload {
-            let mut raw = [0u8; 4];
-            let st = match sys::read(exit.as_raw_fd(), &mut raw) {
-                Ok(4) => libc::c_int::from_le_bytes(raw),
-                _ => st,
-            };
-            result = decode_wait(st);
-        }
+    let st = sys::reap_children(workload)?;
+    let mut raw = [0u8; 4];
+    match sys::read(exit.as_raw_fd(), &mut raw) {
+        Ok(4) => decode_wait(libc::c_int::from_le_bytes(raw)),
+        _ => decode_wait(st),
     }
 }
 

@@ -48,6 +48,23 @@ pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Reaps every exited child without blocking; the raw wait status of `target` if it was
+/// among them (waitpid without WUNTRACED reports only exits and deaths by signal).
+pub fn reap_children(target: libc::pid_t) -> Option<libc::c_int> {
+    let mut result = None;
+    loop {
+        let mut st = 0;
+        // SAFETY: `st` is a valid int for waitpid to fill.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid <= 0 {
+            return result;
+        }
+        if pid == target {
+            result = Some(st);
+        }
+    }
+}
+
 /// A path as a C string.
 pub fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
