@@ -163,16 +163,22 @@ fn test_lab_without_inputs_refuses_with_setup_hint() {
 }
 
 #[test]
-fn test_lab_timeout_kills_l1_and_exits_125() {
-    if !privileged("test_lab_timeout_kills_l1_and_exits_125") {
+fn test_lab_timeout_reports_the_hang_kills_l1_and_exits_125() {
+    if !privileged("test_lab_timeout_reports_the_hang_kills_l1_and_exits_125") {
         return;
     }
     let start = Instant::now();
     let out = run_lab(&["sleep", "600"], b"", &[("ISOL_LAB_TIMEOUT", "20")]);
     assert_code(&out, 125);
-    assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("timed out"), "{err}");
+    // The hang report: the command's process and its kernel stack, from inside the L1.
     assert!(
-        start.elapsed() < Duration::from_secs(60),
+        err.contains("processes in the L1 at the deadline") && err.contains("sleep 600"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(90),
         "took {:?}",
         start.elapsed()
     );

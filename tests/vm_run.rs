@@ -28,13 +28,8 @@ fn script(script: &str) -> Output {
     require_root();
     let isol = support::isol_bin();
     if !in_lab() && kvm_kind() == KvmKind::Pvm {
-        let mut c = Command::new(support::repo_root().join("tests/lab/run.sh"));
-        c.arg("--")
-            .arg("/bin/sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(isol);
+        let mut c = support::lab_command();
+        c.arg("/bin/sh").arg("-c").arg(script).arg("sh").arg(isol);
         return support::run_lab_retrying_lab_failures(&mut c, b"");
     }
     let mut cmd = Command::new("/bin/sh");
@@ -84,7 +79,7 @@ fn vm_boot_failure_is_explained_with_console_tail() {
     // busybox as /init never talks to the channel: the watchdog gives up with 125.
     let s = r#"ISOL_GUEST_INIT=/bin/busybox ISOL_VM_BOOT_TIMEOUT=30 "$1" run --mode vm -- true; echo "rc=$?""#;
     let o = script(s);
-    assert_eq!(stdout(&o), "rc=125\n");
+    assert_eq!(stdout(&o), "rc=125\n", "stderr: {}", stderr(&o));
     let err = stderr(&o);
     assert!(
         err.contains("did not start within 30 s") && err.contains("console"),

@@ -344,9 +344,7 @@ fn test_boot_real_linux_pvh_and_bzimage_with_initrd() {
         ));
     }
     let mut cmd = if kvm_kind() == KvmKind::Pvm && !support::in_lab() {
-        let mut c = Command::new(support::repo_root().join("tests/lab/run.sh"));
-        c.arg("--");
-        c
+        support::lab_command()
     } else {
         Command::new("env")
     };

@@ -75,6 +75,30 @@ run_request() {
   mv "$1/rc.tmp" "$1/rc"
 }
 
+# A hung command's state, for the host's timeout report: every user-space process with
+# each thread's state, wait channel and kernel stack, then the L1 kernel log after asking
+# for every CPU's backtrace and the blocked tasks (sysrq l, w). Written to $1.
+hang_report() {
+  {
+    for p in /proc/[0-9]*; do
+      # Kernel threads have an empty command line (proc files all have size 0).
+      c=$(tr '\0\n' '  ' <$p/cmdline 2>/dev/null | cut -c1-300)
+      [ -n "$c" ] || continue
+      echo "== pid ${p#/proc/}: $c"
+      for t in $p/task/*; do
+        echo "-- tid ${t##*/} ($(cat $t/comm)) state $(sed 's/.*) //' $t/stat | cut -d' ' -f1) wchan $(cat $t/wchan)"
+        sed 's/^/     /' $t/stack
+      done
+    done
+    echo l >/proc/sysrq-trigger
+    echo w >/proc/sysrq-trigger
+    sleep 2
+    echo "== L1 kernel log (last 150 lines)"
+    chroot $r dmesg | tail -n 150  # util-linux's: busybox's reads only the log's start
+  } >"$1.tmp" 2>&1
+  mv "$1.tmp" "$1"
+}
+
 # Pin the L1 kernel's KVM static keys. Every VM create/destroy flips KVM's static keys
 # (the preempt-notifier key in __schedule, the local APIC's sw-disabled key), and each
 # flip live-patches kernel code with int3 (text_poke_bp). Under QEMU's multi-threaded TCG
@@ -96,17 +120,21 @@ while [ ! -e $r/run/isol-lab-kvm-pinned ] && [ $i -lt 100 ]; do sleep 0.1; i=$((
 [ -e $r/run/isol-lab-kvm-pinned ] || log "could not pin KVM's static keys (python3 in the host root?)"
 
 echo up >/io/ready
+# Both modes poll the io share; `read -t` on a private fifo is a sleep without forking.
+mkfifo /tick
+exec 3<>/tick
 if [ "$mode" = session ]; then
   mkdir -p /io/req
-  # Poll for requests; `read -t` on a private fifo is a sleep without forking.
   # Powers off after $idle seconds (10 ticks each) with no command running.
-  mkfifo /tick
-  exec 3<>/tick
   quiet=0
   while [ ! -e /io/stop ] && [ $quiet -lt $((idle * 10)) ]; do
     quiet=$((quiet + 1))
     for d in /io/req/*; do
       [ -e "$d/go" ] || continue
+      # The host's deadline passed: it asks for a hang report before stopping the L1.
+      if [ -e "$d/dump" ] && [ ! -e "$d/dumping" ] && true 2>/dev/null >"$d/dumping"; then
+        hang_report "$d/hang.txt" &
+      fi
       [ -e "$d/rc" ] || quiet=0
       [ -e "$d/taken" ] && continue
       # The host removes a finished request's directory at any moment: `true` (a regular
@@ -123,6 +151,13 @@ if [ "$mode" = session ]; then
   done
   : >/io/stop
 else
-  run_request /io /run/isol-lab
+  run_request /io /run/isol-lab &
+  until [ -e /io/rc ]; do
+    if [ -e /io/dump ] && [ ! -e /io/dumping ]; then
+      : >/io/dumping
+      hang_report /io/hang.txt &
+    fi
+    read -t 0.05 -u 3 _
+  done
 fi
 halt_vm

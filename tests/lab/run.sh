@@ -14,7 +14,8 @@
 # on stderr).
 #
 # Environment:
-#   ISOL_LAB_TIMEOUT=900     seconds before QEMU is killed (exit 125)
+#   ISOL_LAB_TIMEOUT=900     seconds before QEMU is killed (exit 125), after a report of
+#                            the command's processes and kernel stacks from inside the L1
 #   ISOL_LAB_MEM=4096        L1 memory, MiB;   ISOL_LAB_CPUS=2  L1 vCPUs (at least 2)
 #   ISOL_LAB_VERBOSE=1       stream the L1 console and the lab's steps to stderr
 #   ISOL_LAB_RW="/tmp:DIR"   host dirs shared read-write (default: /tmp and isol's cache)
@@ -172,6 +173,24 @@ for line in out.decode(errors="replace").splitlines():
 PY
 }
 
+# Asks the L1 for the report of a command that ran past the deadline (request dir $1 as
+# the host sees it; init.sh writes hang.txt: its processes, their kernel stacks, the L1
+# kernel log) and prints it to stderr; gives up after 30 s (a wedged L1 writes nothing).
+lab_hang_report() {
+  local i
+  : >"$1/dump" 2>/dev/null || return 0
+  for i in $(seq 1 300); do
+    [ -e "$1/hang.txt" ] && break
+    sleep 0.1
+  done
+  if [ -e "$1/hang.txt" ]; then
+    echo "--- the command's processes in the L1 at the deadline (kernel stacks, L1 log) ---" >&2
+    cat "$1/hang.txt" >&2
+  else
+    echo "--- no hang report from the L1 within 30 s (its init is stuck too) ---" >&2
+  fi
+}
+
 # Prints why the L1 failed and the console tail, then exits 125.
 lab_failed() {
   local why="$1" console="$2" qlog="$3"
@@ -215,13 +234,26 @@ if [ "${ISOL_LAB_VERBOSE:-0}" = 1 ]; then
   tail -n +1 -f "$console" >&2 &
   tailpid=$!
 fi
-timeout -k 5 "${ISOL_LAB_TIMEOUT:-900}" "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
+# The deadline is watched here, so a command that hangs is reported from inside the L1;
+# `timeout` is the backstop for an L1 that cannot even report.
+limit=${ISOL_LAB_TIMEOUT:-900}
+timeout -k 5 $((limit + 60)) "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
 qpid=$!
+deadline=$(( $(date +%s) + limit ))
+while kill -0 "$qpid" 2>/dev/null; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    lab_hang_report "$io"
+    cpu=$(lab_cpu_state "$io/monitor.sock" 2>&1 | tr '\n' ' ')
+    kill "$qpid" 2>/dev/null
+    lab_failed "timed out after ${limit}s (ISOL_LAB_TIMEOUT); L1 vCPUs then: $cpu" "$console" "$io/qemu.log"
+  fi
+  sleep 0.05
+done
 wait "$qpid"
 qrc=$?
 qpid=""
 vlog "L1 ended (qemu status $qrc)"
 [ -f "$io/rc" ] && finish_request "$io"
-[ "$qrc" = 124 ] && lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT)" "$console" "$io/qemu.log"
+[ "$qrc" = 124 ] && lab_failed "timed out after $((limit + 60))s (ISOL_LAB_TIMEOUT + 60; the L1 did not answer)" "$console" "$io/qemu.log"
 [ -f "$io/error" ] && lab_failed "L1 init failed: $(cat "$io/error")" "$console" "$io/qemu.log"
 lab_failed "L1 ended without running the command (qemu status $qrc)" "$console" "$io/qemu.log"

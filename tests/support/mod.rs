@@ -104,39 +104,53 @@ pub fn run_isol(mode: Mode, args: &[&str], stdin: &[u8]) -> Output {
     let mut full: Vec<String> = vec!["run".into(), "--mode".into(), mode.as_str().into()];
     full.extend(args.iter().map(|s| s.to_string()));
     if mode == Mode::Vm && !in_lab() && kvm_kind() == KvmKind::Pvm {
-        let lab = repo_root().join("tests/lab/run.sh");
-        assert!(
-            lab.exists(),
-            "{} is missing: VM-mode tests on a PVM host need the nested lab",
-            lab.display()
-        );
-        let mut cmd = Command::new(lab);
-        cmd.arg("--").arg(isol_bin()).args(&full);
-        // One L1 boot for the whole suite: every VM-mode command goes through a shared lab
-        // session (scripts/test.sh stops it at the end; it also powers off when idle).
-        if std::env::var_os("ISOL_LAB_SESSION").is_none() {
-            cmd.env("ISOL_LAB_SESSION", lab_session_dir());
-        }
-        if std::env::var_os("ISOL_LAB_SESSION_IDLE").is_none() {
-            cmd.env("ISOL_LAB_SESSION_IDLE", "180");
-        }
+        let mut cmd = lab_command();
+        cmd.arg(isol_bin()).args(&full);
         return run_lab_retrying_lab_failures(&mut cmd, stdin);
     }
     run_with_stdin(Command::new(isol_bin()).args(&full), stdin)
 }
 
+/// `tests/lab/run.sh --`, to which the caller adds the command to run in the lab. One L1
+/// boot for the whole suite: every command goes through a shared lab session
+/// (scripts/test.sh stops it at the end; it also powers off when idle). A command still
+/// running after 600 s fails with a report of its processes in the L1 (tests/lab/run.sh).
+pub fn lab_command() -> Command {
+    let lab = repo_root().join("tests/lab/run.sh");
+    assert!(
+        lab.exists(),
+        "{} is missing: VM-mode tests on a PVM host need the nested lab",
+        lab.display()
+    );
+    let mut cmd = Command::new(lab);
+    cmd.arg("--");
+    for (var, default) in [
+        ("ISOL_LAB_SESSION", lab_session_dir().into_os_string()),
+        ("ISOL_LAB_SESSION_IDLE", "180".into()),
+        ("ISOL_LAB_TIMEOUT", "600".into()),
+    ] {
+        if std::env::var_os(var).is_none() {
+            cmd.env(var, default);
+        }
+    }
+    cmd
+}
+
 /// True when the nested lab itself broke: run.sh failed (125) and its L1 kernel reported a
 /// soft lockup, an RCU stall, or panicked (seen: a page fault with the L2's GS base inside
-/// KVM's world switch, recursing until the stack guard page). Those are the L1's KVM under
-/// QEMU's emulated SVM going wrong; run.sh prints only the L1's console there, and no
-/// user-space program (isol included) can cause them short of a KVM bug.
+/// KVM's world switch, recursing until the stack guard page), or the L1 was so wedged at
+/// the deadline that its init could not even report the command's processes. Those are
+/// the L1's KVM under QEMU's emulated SVM going wrong; no user-space program (isol
+/// included) can cause them short of a KVM bug. A command that merely hangs is not one:
+/// its hang report shows where, and the test fails.
 pub fn lab_itself_failed(out: &Output) -> bool {
     let err = String::from_utf8_lossy(&out.stderr);
     out.status.code() == Some(125)
         && err.contains("tests/lab/run.sh:")
         && (err.contains("soft lockup")
             || err.contains("rcu_sched self-detected stall")
-            || (err.contains("L1 ended") && err.contains("Kernel panic - not syncing")))
+            || (err.contains("L1 ended") && err.contains("Kernel panic - not syncing"))
+            || err.contains("no hang report from the L1"))
 }
 
 /// Runs a command through tests/lab/run.sh; when the lab itself broke (see
@@ -148,7 +162,7 @@ pub fn run_lab_retrying_lab_failures(cmd: &mut Command, stdin: &[u8]) -> Output 
         return out;
     }
     eprintln!(
-        "!!! the nested lab failed (L1 kernel soft lockup / RCU stall), not the code under test; retrying once !!!\n{}",
+        "!!! the nested lab failed (L1 kernel soft lockup, RCU stall, panic or wedged), not the code under test; retrying once !!!\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     run_with_stdin(cmd, stdin)
