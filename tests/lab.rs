@@ -185,6 +185,27 @@ fn test_lab_timeout_reports_the_hang_kills_l1_and_exits_125() {
 }
 
 #[test]
+fn test_lab_boot_not_up_in_time_is_booted_again_then_fails() {
+    if !privileged("test_lab_boot_not_up_in_time_is_booted_again_then_fails") {
+        return;
+    }
+    // No L1 is up within 1 s: each boot counts as wedged, is killed and booted again, and
+    // the third failure ends the run with 125 and where the L1's vCPUs were.
+    let start = Instant::now();
+    let out = run_lab(&["true"], b"", &[("ISOL_LAB_BOOT_TIMEOUT", "1")]);
+    assert_code(&out, 125);
+    let err = stderr(&out);
+    assert_eq!(err.matches("booting it again").count(), 2, "{err}");
+    assert!(err.contains("not up within 1s, 3 times"), "{err}");
+    assert!(err.contains("CPU#0 RIP="), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn test_lab_session_runs_commands_in_one_l1() {
     if !privileged("test_lab_session_runs_commands_in_one_l1") {
         return;

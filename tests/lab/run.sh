@@ -21,6 +21,8 @@
 #   ISOL_LAB_RW="/tmp:DIR"   host dirs shared read-write (default: /tmp and isol's cache)
 #   ISOL_LAB_ENV="A B"       extra variables to pass to CMD
 #   ISOL_LAB_APPEND="..."    extra L1 kernel command line (e.g. loglevel=7 to debug)
+#   ISOL_LAB_BOOT_TIMEOUT=90 seconds for the L1 to come up before it counts as wedged
+#                            and is booted again (3 boots at most)
 #   ISOL_LAB_SESSION=DIR     keep one L1 running in DIR and run commands through it
 #                            (see tests/lab/session.sh); ends itself after
 #                            ISOL_LAB_SESSION_IDLE=300 seconds without a command
@@ -191,6 +193,21 @@ lab_hang_report() {
   fi
 }
 
+# Booting an L1: its init is up (io/ready) within ISOL_LAB_BOOT_TIMEOUT seconds, or it is
+# wedged and booted again, up to 3 times in all. Seen: the L1 kernel live-patches a
+# static key when init.sh pins KVM's keys (its first VM), and under QEMU's multi-threaded
+# TCG a vCPU can loop on that int3 forever (both L1 vCPUs in exc_int3 / at the jump label
+# in __schedule; about 1 boot in 6 with two L1s and a build on a 2-core host). A normal
+# boot takes 5-15 s even then.
+lab_boot_timeout=${ISOL_LAB_BOOT_TIMEOUT:-90}
+lab_boot_tries=3
+
+# Says that an L1 boot wedged (vCPU state $1, console $2) and that it is booted again.
+lab_boot_wedged() {
+  echo "tests/lab/run.sh: the L1 was not up within ${lab_boot_timeout}s (wedged; L1 vCPUs: $1); booting it again" >&2
+  cp "$2" "$lab_cache/last-console.log" 2>/dev/null
+}
+
 # Prints why the L1 failed and the console tail, then exits 125.
 lab_failed() {
   local why="$1" console="$2" qlog="$3"
@@ -234,11 +251,35 @@ if [ "${ISOL_LAB_VERBOSE:-0}" = 1 ]; then
   tail -n +1 -f "$console" >&2 &
   tailpid=$!
 fi
-# The deadline is watched here, so a command that hangs is reported from inside the L1;
-# `timeout` is the backstop for an L1 that cannot even report.
+# Boots the one-shot L1 until its init is up (io/ready), at most $lab_boot_tries times:
+# an L1 that is not up within ISOL_LAB_BOOT_TIMEOUT is wedged (see lab_boot_wedged) and
+# is killed and booted again. Sets qpid; the L1 then runs the request.
+boot_oneshot() {
+  local attempt=1 deadline st
+  while :; do
+    : >"$console"
+    timeout -k 5 $((limit + 60)) "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
+    qpid=$!
+    deadline=$(( $(date +%s) + lab_boot_timeout ))
+    while [ ! -e "$io/ready" ] && kill -0 "$qpid" 2>/dev/null; do
+      [ "$(date +%s)" -ge "$deadline" ] && break
+      sleep 0.05
+    done
+    [ -e "$io/ready" ] || ! kill -0 "$qpid" 2>/dev/null && return 0
+    st=$(lab_cpu_state "$io/monitor.sock" 2>&1 | tr '\n' ' ')
+    kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null; qpid=""
+    [ "$attempt" -ge "$lab_boot_tries" ] && lab_failed \
+      "the L1 was not up within ${lab_boot_timeout}s, $attempt times (ISOL_LAB_BOOT_TIMEOUT); L1 vCPUs then: $st" \
+      "$console" "$io/qemu.log"
+    lab_boot_wedged "$st" "$console"
+    attempt=$((attempt + 1))
+  done
+}
+
+# The command's deadline is watched here, so a command that hangs is reported from inside
+# the L1; `timeout` is the backstop for an L1 that cannot even report.
 limit=${ISOL_LAB_TIMEOUT:-900}
-timeout -k 5 $((limit + 60)) "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
-qpid=$!
+boot_oneshot
 deadline=$(( $(date +%s) + limit ))
 while kill -0 "$qpid" 2>/dev/null; do
   if [ "$(date +%s)" -ge "$deadline" ]; then

@@ -13,7 +13,8 @@
 # caches before a command whose executable changed since the session last ran it, and
 # before every command with ISOL_LAB_SESSION_FRESH=1 (seconds slower).
 # Sourced by run.sh (which has sourced lib.sh and defined write_request, finish_request,
-# qemu_args, lab_failed, kdir, initramfs), or run directly for start/stop/status.
+# qemu_args, lab_failed, lab_boot_wedged, lab_boot_timeout/tries, kdir, initramfs), or run
+# directly for start/stop/status.
 
 session_qemu_alive() {
   local pid
@@ -44,27 +45,38 @@ session_ensure() {
     flock -u 7
     return 0
   fi
-  session_stop "$dir"
-  mkdir -p "$dir/io/req"
-  : >"$dir/console.log"
-  qemu_args "$dir/io" "$dir/console.log" session "isol_lab_idle=${ISOL_LAB_SESSION_IDLE:-300}"
-  vlog "starting session L1 in $dir"
-  # Detached: the session outlives this command. The hard cap is a backstop only.
-  setsid timeout -k 5 "${ISOL_LAB_SESSION_MAX:-14400}" "${QEMU[@]}" \
-    </dev/null >"$dir/qemu.log" 2>&1 &
-  echo $! >"$dir/qemu.pid"
-  deadline=$(( $(date +%s) + ${ISOL_LAB_TIMEOUT:-900} ))
-  until [ -e "$dir/io/ready" ]; do
-    session_qemu_alive "$dir" || { flock -u 7; lab_failed "session L1 died while booting" "$dir/console.log" "$dir/qemu.log"; }
-    if [ "$(date +%s)" -ge "$deadline" ]; then
+  local attempt st
+  for attempt in $(seq 1 "$lab_boot_tries"); do
+    session_stop "$dir"
+    mkdir -p "$dir/io/req"
+    : >"$dir/console.log"
+    qemu_args "$dir/io" "$dir/console.log" session "isol_lab_idle=${ISOL_LAB_SESSION_IDLE:-300}"
+    vlog "starting session L1 in $dir"
+    # Detached: the session outlives this command. The hard cap is a backstop only.
+    setsid timeout -k 5 "${ISOL_LAB_SESSION_MAX:-14400}" "${QEMU[@]}" \
+      </dev/null >"$dir/qemu.log" 2>&1 &
+    echo $! >"$dir/qemu.pid"
+    # Not up in time: wedged while booting (see lab_boot_timeout in run.sh); boot again.
+    deadline=$(( $(date +%s) + lab_boot_timeout ))
+    until [ -e "$dir/io/ready" ]; do
+      session_qemu_alive "$dir" || { flock -u 7; lab_failed "session L1 died while booting" "$dir/console.log" "$dir/qemu.log"; }
+      [ "$(date +%s)" -ge "$deadline" ] && break
+      sleep 0.05
+    done
+    if [ -e "$dir/io/ready" ]; then
+      vlog "session L1 up"
+      flock -u 7
+      return 0
+    fi
+    st=$(lab_cpu_state "$dir/io/monitor.sock" 2>&1 | tr '\n' ' ')
+    if [ "$attempt" -ge "$lab_boot_tries" ]; then
       session_stop "$dir"
       flock -u 7
-      lab_failed "session L1 did not come up within ${ISOL_LAB_TIMEOUT:-900}s" "$dir/console.log" "$dir/qemu.log"
+      lab_failed "session L1 was not up within ${lab_boot_timeout}s, $attempt times (ISOL_LAB_BOOT_TIMEOUT); L1 vCPUs then: $st" \
+        "$dir/console.log" "$dir/qemu.log"
     fi
-    sleep 0.05
+    lab_boot_wedged "$st" "$dir/console.log"
   done
-  vlog "session L1 up"
-  flock -u 7
 }
 
 # True when the command's executable is new to the session or differs from the one it last
