@@ -197,7 +197,8 @@ fn test_lab_boot_not_up_in_time_is_booted_again_then_fails() {
     let err = stderr(&out);
     assert_eq!(err.matches("booting it again").count(), 2, "{err}");
     assert!(err.contains("not up within 1s, 3 times"), "{err}");
-    assert!(err.contains("CPU#0 RIP="), "{err}");
+    // Where the L1's vCPUs were, when QEMU's monitor already answered (not always, at 1 s).
+    assert!(err.contains("L1 vCPUs then:"), "{err}");
     assert!(
         start.elapsed() < Duration::from_secs(60),
         "took {:?}",

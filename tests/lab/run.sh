@@ -257,8 +257,10 @@ fi
 boot_oneshot() {
   local attempt=1 deadline st
   while :; do
+    # A killed boot's init may have got as far as writing these.
+    rm -f "$io/ready" "$io/rc" "$io/rc.tmp" "$io/stdout" "$io/stderr" "$io/error"
     : >"$console"
-    timeout -k 5 $((limit + 60)) "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
+    timeout -k 5 $((lab_boot_timeout + limit + 60)) "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
     qpid=$!
     deadline=$(( $(date +%s) + lab_boot_timeout ))
     while [ ! -e "$io/ready" ] && kill -0 "$qpid" 2>/dev/null; do
@@ -295,6 +297,6 @@ qrc=$?
 qpid=""
 vlog "L1 ended (qemu status $qrc)"
 [ -f "$io/rc" ] && finish_request "$io"
-[ "$qrc" = 124 ] && lab_failed "timed out after $((limit + 60))s (ISOL_LAB_TIMEOUT + 60; the L1 did not answer)" "$console" "$io/qemu.log"
+[ "$qrc" = 124 ] && lab_failed "the L1 did not answer by its backstop (ISOL_LAB_BOOT_TIMEOUT + ISOL_LAB_TIMEOUT + 60 s)" "$console" "$io/qemu.log"
 [ -f "$io/error" ] && lab_failed "L1 init failed: $(cat "$io/error")" "$console" "$io/qemu.log"
 lab_failed "L1 ended without running the command (qemu status $qrc)" "$console" "$io/qemu.log"
