@@ -9,8 +9,9 @@
 //!   mode (`uname -r`, /proc/version, /proc/cpuinfo flags, /proc/meminfo totals).
 //! - CPUs when `--cpus` is not given: the container sees all of the host's, the microVM
 //!   gets one vCPU (with `--cpus N` both see `ceil(N)`, which the suite checks).
-//! - Volumes in VM mode are served over 9P: creating device nodes in them is refused, and
-//!   file locks taken in the guest are not seen by host processes.
+//! - Volumes and the rootfs in VM mode are served over 9P: creating device nodes in
+//!   volumes is refused, file locks taken in the guest are not seen by host processes, and
+//!   extended attributes (file capabilities among them) are not served.
 //! - Timing: VM mode boots a kernel first, so start-up latency differs (see `isol compare`).
 //!
 //! Anything else that differs is a bug, and a test here should catch it.

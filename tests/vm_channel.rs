@@ -194,7 +194,7 @@ fn vm_channel_too_many_volumes_refused_before_boot() {
     }
     let rd = run_dir("vols");
     let vol = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let specs: Vec<String> = (0..7)
+    let specs: Vec<String> = (0..14)
         .map(|i| format!("{}:/v{i}:ro", vol.display()))
         .collect();
     let mut args: Vec<&str> = Vec::new();
@@ -204,7 +204,7 @@ fn vm_channel_too_many_volumes_refused_before_boot() {
     args.extend(["--", "true"]);
     let o = isol_vm(&guest("echo"), &rd, &[], &args, b"");
     assert_code(&o, 125);
-    assert!(stderr(&o).contains("at most 6 volumes"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at most 13 volumes"), "{}", stderr(&o));
     assert_empty_run_dir(&rd);
 }
 

@@ -150,6 +150,80 @@ fn vm_volumes_served_over_9p_stay_confined() {
 }
 
 #[test]
+fn vm_rootfs_served_over_9p_larger_than_guest_ram_left_untouched() {
+    if skip("vm_rootfs_served_over_9p_larger_than_guest_ram_left_untouched") {
+        return;
+    }
+    // A rootfs with a 3 GiB (sparse) file, far more than the guest's RAM at --memory 64M:
+    // served over virtio-9p, never packed. Hard links stay one file; writes (also to a file
+    // of the rootfs) go to the tmpfs over it and are gone after the run. Writing one name
+    // of a hard link copies that name up and leaves the other as it was: overlayfs does
+    // that in container mode too.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "stat", "tail", "od", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("a"), b"orig\n").unwrap();
+    std::fs::hard_link(root.join("a"), root.join("b")).unwrap();
+    let big = std::fs::File::create(root.join("big")).unwrap();
+    big.set_len(3 << 30).unwrap();
+    drop(big);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("big"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"end"))
+        .unwrap();
+    let script = "stat -c %s /big; tail -c 3 /big; echo; \
+                  [ $(stat -c %i /a) = $(stat -c %i /b) ] && echo linked; \
+                  echo changed > /a; cat /b; echo new > /new; cat /new";
+    let rootfs = root.to_str().unwrap();
+    let o = vm(
+        &[
+            "--rootfs", rootfs, "--memory", "64M", "--", "/bin/sh", "-c", script,
+        ],
+        b"",
+    );
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "3221225475\nend\nlinked\norig\nnew\n",
+        "stderr: {}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(root.join("a")).unwrap(), b"orig\n");
+    assert!(!root.join("new").exists());
+}
+
+#[test]
+fn vm_thirteen_volumes_each_served_on_its_own_irq() {
+    if skip("vm_thirteen_volumes_each_served_on_its_own_irq") {
+        return;
+    }
+    // The most VM mode takes: with the rootfs, 14 virtio-mmio devices, the last eight on
+    // IOAPIC pins 16-23 (above the legacy IRQs; the MP table routes them).
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<String> = (0..13)
+        .map(|i| {
+            let d = tmp.path().join(format!("d{i}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("f"), format!("{i}\n")).unwrap();
+            format!("{}:/v{i}:ro", d.display())
+        })
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for d in &dirs {
+        args.extend(["--volume", d.as_str()]);
+    }
+    args.extend(["--", "sh", "-c", "cat /v*/f | sort -n | tr '\\n' ' '"]);
+    let o = vm(&args, b"");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "0 1 2 3 4 5 6 7 8 9 10 11 12 ");
+}
+
+#[test]
 fn vm_runs_leave_nothing_behind() {
     if skip("vm_runs_leave_nothing_behind") {
         return;

@@ -81,6 +81,7 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     }
     let cgroup = setup::cgroup(&cfg)?;
     let root = setup::rootfs();
+    setup::apply(&setup::root_plan(root), Path::new("/dev/null"))?;
     let plan = setup::workload_plan(&cfg, root);
     let sigchld = pump::sigchld_fd()?;
     match spawn::spawn(&cfg, root, cgroup.as_deref(), &plan)? {

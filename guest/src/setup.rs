@@ -1,14 +1,15 @@
 //! Everything the init prepares before the workload starts, planned as data (a list of
 //! [`Step`]s) and then applied: the init's own /proc, /sys, /dev; the workload root at
-//! [`ROOTFS_PATH`] with the same mounts as container mode (/proc, read-only /sys, a small
-//! /dev, /tmp, volumes, runc's masked and read-only paths, `--read-only`); the workload's
-//! cgroup (cgroup2 inside the guest); loopback; the hostname.
+//! [`ROOTFS_PATH`] (the rootfs directory served over virtio-9p under a tmpfs overlay) with
+//! the same mounts as container mode (/proc, read-only /sys, a small /dev, /tmp, volumes,
+//! runc's masked and read-only paths, `--read-only`); the workload's cgroup (cgroup2
+//! inside the guest); loopback; the hostname.
 
 use std::path::{Path, PathBuf};
 
 use isol_common::security::{MASKED_PATHS, READONLY_PATHS};
 
-use crate::protocol::{GuestConfig, Volume, ROOTFS_PATH, VOLUME_MSIZE};
+use crate::protocol::{GuestConfig, Volume, ROOTFS_PATH, ROOT_TAG, VOLUME_MSIZE};
 use crate::sys::{self, Ctx, InitError};
 
 /// Where the workload's cgroup lives in the guest.
@@ -80,7 +81,43 @@ pub fn system_plan() -> Vec<Step> {
     ]
 }
 
-/// The workload root's mounts, in order. `root` is where the rootfs lies.
+/// Where the init mounts the rootfs share, and the tmpfs of the overlay's upper layer.
+const ROOT_LOWER: &str = "/isol/lower";
+const ROOT_RW: &str = "/isol/rw";
+
+/// The workload root at `root`: the rootfs directory, which the VMM serves read-only over
+/// virtio-9p ([`ROOT_TAG`]), under an overlay whose upper layer is a tmpfs. The workload
+/// may write anywhere and every write is discarded with the VM, as with container mode's
+/// overlay; its writes are charged to its memory cgroup. Always an overlay, also for
+/// `--read-only` (the workload plan remounts it read-only last): mount points missing
+/// from the rootfs (/proc, /tmp, the cwd, volume paths) can then be made.
+/// `cache=loose`: the guest keeps the root's pages and dentries, so an exec-heavy
+/// workload does not read each binary over 9p again; a file changed on the host during
+/// the run may be seen late (volumes are uncached).
+pub fn root_plan(root: &Path) -> Vec<Step> {
+    let lower = Path::new(ROOT_LOWER);
+    let rw = Path::new(ROOT_RW);
+    let ninep =
+        format!("trans=virtio,version=9p2000.L,msize={VOLUME_MSIZE},cache=loose,access=client");
+    let overlay = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        rw.join("upper").display(),
+        rw.join("work").display()
+    );
+    vec![
+        Step::Dir(lower.into()),
+        mnt(ROOT_TAG, lower, "9p", libc::MS_RDONLY, &ninep),
+        Step::Dir(rw.into()),
+        mnt("tmpfs", rw, "tmpfs", 0, "mode=0755"),
+        Step::Dir(rw.join("upper")),
+        Step::Dir(rw.join("work")),
+        Step::Dir(root.into()),
+        mnt("overlay", root, "overlay", 0, &overlay),
+    ]
+}
+
+/// The workload root's mounts, in order. `root` is where [`root_plan`] mounted it.
 pub fn workload_plan(cfg: &GuestConfig, root: &Path) -> Vec<Step> {
     let r = |p: &str| root.join(p.trim_start_matches('/'));
     let mut plan = vec![
@@ -391,6 +428,51 @@ mod tests {
             data.contains("trans=virtio") && data.contains("access=client"),
             "{data}"
         );
+    }
+
+    #[test]
+    fn test_root_plan_overlays_a_tmpfs_on_the_read_only_9p_root() {
+        let plan = root_plan(Path::new("/r"));
+        let mounts: Vec<(String, String, libc::c_ulong, String)> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount {
+                    src,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                } => Some((
+                    src.clone(),
+                    target.display().to_string(),
+                    *flags,
+                    format!("{fstype} {data}"),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(
+            (mounts[0].0.as_str(), mounts[0].2),
+            (ROOT_TAG, libc::MS_RDONLY)
+        );
+        assert!(
+            mounts[0].3.starts_with("9p trans=virtio"),
+            "{:?}",
+            mounts[0]
+        );
+        assert_eq!(mounts[1].3, "tmpfs mode=0755");
+        assert_eq!(
+            (mounts[2].1.as_str(), mounts[2].3.as_str()),
+            (
+                "/r",
+                "overlay lowerdir=/isol/lower,upperdir=/isol/rw/upper,workdir=/isol/rw/work"
+            )
+        );
+        // Every mount point and layer directory is made before it is used.
+        let pos = |s: &Step| plan.iter().position(|x| x == s).unwrap();
+        assert!(pos(&Step::Dir("/isol/rw/work".into())) < plan.len() - 1);
+        assert!(pos(&Step::Dir("/r".into())) < plan.len() - 1);
     }
 
     #[test]

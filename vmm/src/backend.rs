@@ -1,11 +1,12 @@
 //! The VM backend: spec -> guest init config + initramfs -> microVM -> workload exit.
 //!
 //! `prepare` resolves the kernel, finds the static guest init (see
-//! [`plan::guest_init_candidates`]), writes the initramfs (init, config, rootfs) into a
+//! [`plan::guest_init_candidates`]), writes the initramfs (init and config) into a
 //! private run directory, sizes the VM ([`plan`] documents how guest RAM relates to
-//! `--memory`) and creates the machine with the isol channel on its port bus and one
-//! virtio-9p device per volume (served live from the host directory, read-write unless
-//! `:ro`, like container mode's bind mounts).
+//! `--memory`) and creates the machine with the isol channel on its port bus and
+//! virtio-9p devices served live from host directories: the rootfs, read-only (the guest
+//! lays a tmpfs over it, so writes are discarded at exit, as container mode's overlay
+//! does), and one per volume (read-write unless `:ro`, like container mode's bind mounts).
 //! `run` serves the channel (stdin pump, signal forwarder, watchdog), runs the machine and
 //! maps what the init reported to a [`WorkloadExit`]. A VM that ends without a report
 //! (reset, triple fault, crash, init failure, boot timeout) is a [`VmError`] (exit 125)
@@ -22,14 +23,14 @@ mod rundir;
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use isol_common::{Backend, ExecFailure, Prepared, WorkloadExit, WorkloadSpec};
 
 use crate::channel::host::{spawn_signal_forwarder, spawn_stdin_pump, spawn_watchdog, Deadlines};
-use crate::channel::protocol::{volume_tag, ExitReport, CHANNEL_BASE, CHANNEL_LEN};
+use crate::channel::protocol::{volume_tag, ExitReport, CHANNEL_BASE, CHANNEL_LEN, ROOT_TAG};
 use crate::channel::{Channel, ChannelDevice, Outcome};
 use crate::devices::virtio::device::VIRTIO_IRQS;
 use crate::devices::virtio::p9::P9Server;
@@ -106,15 +107,19 @@ pub enum VmError {
         source: std::io::Error,
     },
     /// The initramfs could not be written.
-    #[error("Cannot pack the root filesystem for the VM")]
+    #[error("Cannot write the VM's initramfs (the guest init and its config)")]
     Initramfs(#[source] InitramfsError),
-    /// The packed rootfs is too big.
-    #[error("The root filesystem packs to {size} MiB; VM mode ships it in guest RAM and takes at most {max} MiB: use a smaller --rootfs")]
-    TooBig {
-        /// MiB packed.
-        size: u64,
-        /// MiB allowed.
-        max: u64,
+    /// The spec names no rootfs (the CLI fills in the default one).
+    #[error("No root filesystem in the spec; pass --rootfs DIR")]
+    NoRootfs,
+    /// The rootfs directory cannot be served.
+    #[error("Cannot serve the root filesystem {path} to the VM")]
+    Rootfs {
+        /// The rootfs directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// More vCPUs than the host CPUs isol may run on (container mode refuses the same).
     #[error("cpus = {cpus} needs {wanted} CPUs but only {available} are available here; use --cpus {available} or less")]
@@ -264,24 +269,45 @@ fn host_cpus() -> u32 {
         .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1))
 }
 
-/// One virtio-9p device per volume, in spec order (the guest mounts `volume_tag(i)`), and
-/// the command line fragments that declare them.
-fn volume_devices(spec: &WorkloadSpec) -> Result<(Vec<(VirtioSlot, P9Device)>, String), VmError> {
-    let mut devices = Vec::with_capacity(spec.volumes.len());
-    let mut cmdline = String::new();
-    for (i, v) in spec.volumes.iter().enumerate() {
-        let slot = VirtioSlot::new(i).ok_or(VmError::TooManyVolumes {
+/// The virtio-9p devices: the rootfs, read-only, in slot 0 (the guest mounts
+/// [`ROOT_TAG`] under an overlay with a tmpfs upper layer), then one per volume in
+/// spec order (volume `i` as `volume_tag(i)` in slot `i + 1`); and the command line
+/// fragments that declare them.
+fn p9_devices(
+    spec: &WorkloadSpec,
+    rootfs: &Path,
+) -> Result<(Vec<(VirtioSlot, P9Device)>, String), VmError> {
+    let max = VIRTIO_IRQS.len() - 1;
+    if spec.volumes.len() > max {
+        return Err(VmError::TooManyVolumes {
             count: spec.volumes.len(),
-            max: VIRTIO_IRQS.len(),
-        })?;
-        let err = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Volume {
-            host: v.host.clone(),
-            path: v.path.clone(),
-            source,
+            max,
+        });
+    }
+    let mut shares = vec![(ROOT_TAG.to_string(), rootfs, true)];
+    shares.extend(
+        spec.volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (volume_tag(i), v.host.as_path(), v.read_only)),
+    );
+    let mut devices = Vec::with_capacity(shares.len());
+    let mut cmdline = String::new();
+    for (i, (tag, host, read_only)) in shares.into_iter().enumerate() {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| match i {
+            0 => VmError::Rootfs {
+                path: host.to_path_buf(),
+                source,
+            },
+            _ => VmError::Volume {
+                host: host.to_path_buf(),
+                path: spec.volumes[i - 1].path.clone(),
+                source,
+            },
         };
-        let server = P9Server::new(&v.host, v.read_only).map_err(|e| err(Box::new(e)))?;
-        let device =
-            P9Device::new(&volume_tag(i), Box::new(server)).map_err(|e| err(Box::new(e)))?;
+        let slot = VirtioSlot::new(i).ok_or_else(|| err("no virtio-mmio slot left".into()))?;
+        let server = P9Server::new(host, read_only).map_err(|e| err(Box::new(e)))?;
+        let device = P9Device::new(&tag, Box::new(server)).map_err(|e| err(Box::new(e)))?;
         cmdline.push(' ');
         cmdline.push_str(&slot.cmdline());
         devices.push((slot, device));
@@ -294,10 +320,9 @@ impl Backend for VmBackend {
     type Prepared = PreparedVm;
 
     fn prepare(&self, spec: &WorkloadSpec) -> Result<PreparedVm, VmError> {
-        let (volumes, volume_cmdline) = volume_devices(spec)?;
-        if !volumes.is_empty() {
-            raise_fd_limit();
-        }
+        let rootfs = spec.rootfs.as_deref().ok_or(VmError::NoRootfs)?;
+        let (shares, shares_cmdline) = p9_devices(spec, rootfs)?;
+        raise_fd_limit();
         let kernel = resolve_kernel(self.opts.kernel.as_deref()).map_err(VmError::Kernel)?;
         let init = find_guest_init()?;
         let vcpus = plan::vcpus(spec);
@@ -309,28 +334,20 @@ impl Backend for VmBackend {
             path: parent,
             source,
         })?;
-        let rootfs = spec.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
         let config = plan::guest_config(spec, false).encode();
         let initrd = dir.path().join("initramfs.cpio");
         let contents = Contents {
             init: &init,
             config: &config,
-            rootfs: &rootfs,
         };
         let size = write_initramfs(&initrd, &contents).map_err(VmError::Initramfs)?;
-        if size > plan::MAX_INITRAMFS {
-            return Err(VmError::TooBig {
-                size: size >> 20,
-                max: plan::MAX_INITRAMFS >> 20,
-            });
-        }
         let log = File::create(dir.path().join("console.log")).ok();
         let console = ConsoleLog::new(log, self.opts.verbose);
         let extra = std::env::var("ISOL_VM_CMDLINE_EXTRA").ok();
         let cfg = MachineConfig {
             kernel: kernel.path,
             initrd: Some(initrd),
-            cmdline: plan::cmdline(self.opts.verbose, extra.as_deref()) + &volume_cmdline,
+            cmdline: plan::cmdline(self.opts.verbose, extra.as_deref()) + &shares_cmdline,
             memory: guest_ram(spec.resources.memory, size),
             vcpus: vcpus_u8,
             console: Box::new(console.clone()),
@@ -349,7 +366,7 @@ impl Backend for VmBackend {
         machine
             .add_pio_device(CHANNEL_BASE, CHANNEL_LEN, Arc::new(Mutex::new(device)))
             .map_err(VmError::Machine)?;
-        for (slot, device) in volumes {
+        for (slot, device) in shares {
             machine
                 .add_virtio_device(slot, Box::new(device))
                 .map_err(VmError::Machine)?;
@@ -499,22 +516,40 @@ mod tests {
     }
 
     #[test]
-    fn test_volume_devices_one_slot_each_and_cmdline() {
+    fn test_p9_devices_root_first_then_one_slot_per_volume() {
         let s = spec_with(&["/tmp:/a", "/tmp:/b:ro"], None);
-        let (devices, cmdline) = volume_devices(&s).unwrap();
-        assert_eq!(devices.len(), 2);
+        let (devices, cmdline) = p9_devices(&s, Path::new("/tmp")).unwrap();
+        assert_eq!(devices.len(), 3);
+        let slots: Vec<usize> = devices.iter().map(|(slot, _)| slot.index).collect();
+        assert_eq!(slots, [0, 1, 2]);
         assert_eq!(
             cmdline,
-            " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+            " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+             virtio_mmio.device=4K@0xd0002000:7"
         );
     }
 
     #[test]
-    fn test_volume_devices_refuse_more_than_the_slots() {
-        let vols: Vec<String> = (0..7).map(|i| format!("/tmp:/v{i}")).collect();
+    fn test_p9_devices_refuse_more_volumes_than_the_slots() {
+        let vols: Vec<String> = (0..VIRTIO_IRQS.len())
+            .map(|i| format!("/tmp:/v{i}"))
+            .collect();
         let refs: Vec<&str> = vols.iter().map(String::as_str).collect();
-        let e = volume_devices(&spec_with(&refs, None)).unwrap_err();
-        assert!(e.to_string().contains("at most 6 volumes"), "{e}");
+        let e = p9_devices(&spec_with(&refs, None), Path::new("/tmp")).unwrap_err();
+        assert!(e.to_string().contains("at most 13 volumes"), "{e}");
+        let ok = &refs[..VIRTIO_IRQS.len() - 1];
+        assert!(p9_devices(&spec_with(ok, None), Path::new("/tmp")).is_ok());
+    }
+
+    #[test]
+    fn test_p9_devices_missing_rootfs_is_named() {
+        let s = spec_with(&[], None);
+        let e = p9_devices(&s, Path::new("/nonexistent-isol-rootfs")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("root filesystem /nonexistent-isol-rootfs"),
+            "{e}"
+        );
     }
 
     #[test]

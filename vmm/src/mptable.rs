@@ -14,8 +14,10 @@ pub const MAX_VCPUS: u8 = 32;
 pub const APIC_ADDR: u32 = 0xfee0_0000;
 /// IOAPIC base address.
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
-/// Legacy IRQs routed through the IOAPIC.
-pub const ISA_IRQS: u8 = 16;
+/// IOAPIC pins routed by the table (KVM's in-kernel IOAPIC has 24): the 16 legacy IRQs
+/// and 16..24 for virtio-mmio devices, all on the ISA bus (edge, active high), as
+/// Firecracker does.
+pub const IOAPIC_PINS: u8 = 24;
 
 const APIC_VERSION: u8 = 0x14;
 const IOAPIC_VERSION: u8 = 0x11;
@@ -60,13 +62,13 @@ pub fn build(vcpus: u8) -> Result<Vec<u8>, TooManyVcpus> {
     entries.extend_from_slice(b"ISA   ");
     entries.extend_from_slice(&[2, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
-    for irq in 0..ISA_IRQS {
+    for irq in 0..IOAPIC_PINS {
         entries.extend_from_slice(&[3, INT_TYPE_INT, 0, 0, 0, irq, ioapic_id, irq]);
     }
     // LINT0 is ExtINT (the 8259), LINT1 NMI, on every local APIC (0xff).
     entries.extend_from_slice(&[4, INT_TYPE_EXTINT, 0, 0, 0, 0, 0xff, 0]);
     entries.extend_from_slice(&[4, INT_TYPE_NMI, 0, 0, 0, 0, 0xff, 1]);
-    let entry_count = u16::from(vcpus) + 2 + u16::from(ISA_IRQS) + 2;
+    let entry_count = u16::from(vcpus) + 2 + u16::from(IOAPIC_PINS) + 2;
 
     let table_addr = (MPTABLE_START + 16) as u32;
     let mut table: Vec<u8> = Vec::with_capacity(44 + entries.len());
@@ -123,7 +125,7 @@ mod tests {
         );
         assert_eq!(&t[16..20], b"PCMP");
         let count = u16::from_le_bytes([t[16 + 34], t[16 + 35]]);
-        assert_eq!(count, 3 + 2 + 16 + 2);
+        assert_eq!(count, 3 + 2 + 24 + 2);
         let e = &t[16 + 44..];
         for id in 0..3u8 {
             let p = &e[usize::from(id) * 20..];
@@ -134,7 +136,7 @@ mod tests {
         assert_eq!(&rest[..8], b"\x01\x00ISA   ");
         assert_eq!(&rest[8..12], &[2, 3, IOAPIC_VERSION, 1]);
         let ints = &rest[16..];
-        for irq in 0..16u8 {
+        for irq in 0..24u8 {
             let i = &ints[usize::from(irq) * 8..];
             assert_eq!((i[0], i[5], i[6], i[7]), (3, irq, 3, irq));
         }

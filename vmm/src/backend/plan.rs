@@ -10,9 +10,12 @@
 //! `guest RAM = workload + BASE_OVERHEAD + 2 x initramfs` (rounded up to 2 MiB)
 //!
 //! where `workload` is `--memory` or [`DEFAULT_WORKLOAD_MEMORY`] when unlimited, and the
-//! initramfs counts twice because the kernel holds the archive while it unpacks it into
-//! its tmpfs (the archive is freed afterwards). Guest RAM is mapped lazily on the host:
-//! pages the guest never touches cost nothing.
+//! initramfs (the init and its config, a few MiB) counts twice because the kernel holds
+//! the archive while it unpacks it into its tmpfs (the archive is freed afterwards). The
+//! rootfs costs no guest RAM of its own: it is served over virtio-9p, and what the
+//! workload writes over it lands in a tmpfs charged to the workload's cgroup, as container
+//! mode's overlay is. Guest RAM is mapped lazily on the host: pages the guest never
+//! touches cost nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +27,6 @@ use crate::channel::protocol::{volume_tag, GuestConfig, Volume};
 pub const BASE_OVERHEAD: u64 = 96 << 20;
 /// The workload's memory when the spec sets no limit.
 pub const DEFAULT_WORKLOAD_MEMORY: u64 = 512 << 20;
-/// Largest initramfs VM mode ships (the archive is placed below 4 GiB).
-pub const MAX_INITRAMFS: u64 = 1 << 30;
 pub use isol_common::spec::CPU_PERIOD_US;
 /// Name of the guest init binary.
 pub const GUEST_INIT_NAME: &str = "isol-guest-init";

@@ -121,12 +121,15 @@ impl ExitReport {
 
 /// Where the init finds its config in the initramfs.
 pub const CONFIG_PATH: &str = "/isol/config";
-/// Where the workload's root filesystem lies in the initramfs.
+/// Where the init mounts the workload's root (in the initramfs's tmpfs).
 pub const ROOTFS_PATH: &str = "/isol/rootfs";
+/// The virtio-9p mount tag of the rootfs directory, which the VMM serves read-only.
+pub const ROOT_TAG: &str = "isolroot";
 /// First line of the config file (format version).
-pub const CONFIG_HEADER: &str = "isol-guest-config 2";
-/// The 9P msize the init mounts volumes with. Linux 6.1's virtio transport caps it near
-/// 500 KiB (its ring has 128 entries of one page); the VMM's server accepts at least this.
+pub const CONFIG_HEADER: &str = "isol-guest-config 3";
+/// The 9P msize the init mounts the root and volumes with. Linux 6.1's virtio transport
+/// caps it near 500 KiB (its ring has 128 entries of one page); the VMM's server accepts
+/// at least this.
 pub const VOLUME_MSIZE: u32 = 256 * 1024;
 
 /// A host directory the VMM serves over virtio-9p, mounted by the init.

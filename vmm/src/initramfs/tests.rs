@@ -1,5 +1,3 @@
-use std::os::unix::fs::PermissionsExt;
-
 use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,99 +56,32 @@ fn find<'a>(es: &'a [Entry], name: &str) -> &'a Entry {
 }
 
 #[test]
-fn test_cpio_round_trip_files_symlinks_modes() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::write(root.join("bin/busybox"), b"\x7fELF\0binary").unwrap();
-    std::fs::set_permissions(
-        root.join("bin/busybox"),
-        std::fs::Permissions::from_mode(0o4755),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    std::fs::hard_link(root.join("bin/busybox"), root.join("bin/hard")).unwrap();
-    std::fs::write(root.join("odd"), b"abc").unwrap(); // 3 bytes: needs padding
-    std::fs::create_dir(root.join("empty")).unwrap();
-    std::os::unix::fs::chown(root.join("odd"), Some(1000), Some(100)).unwrap();
-
+fn test_cpio_round_trip_dirs_files_nodes_padding() {
     let mut w = CpioWriter::new(Vec::new());
-    let stats = w.tree(&root, "isol/rootfs").unwrap();
-    let es = parse(&w.finish().unwrap());
-
-    assert_eq!(
-        stats,
-        TreeStats {
-            entries: 7,
-            skipped: 0
-        }
-    );
-    let bb = find(&es, "isol/rootfs/bin/busybox");
-    assert_eq!(bb.mode, 0o104_755);
-    assert_eq!(bb.data, b"\x7fELF\0binary");
-    let sh = find(&es, "isol/rootfs/bin/sh");
-    assert_eq!(sh.mode, 0o120_777);
-    assert_eq!(sh.data, b"busybox");
-    let hard = find(&es, "isol/rootfs/bin/hard");
-    assert_eq!((hard.nlink, hard.data.as_slice()), (1, bb.data.as_slice()));
-    let odd = find(&es, "isol/rootfs/odd");
-    assert_eq!(
-        (odd.uid, odd.gid, odd.data.as_slice()),
-        (1000, 100, b"abc".as_slice())
-    );
-    assert_eq!(find(&es, "isol/rootfs/empty").mode & S_IFMT, S_IFDIR);
-    // Parents come before children.
-    let pos = |n: &str| es.iter().position(|e| e.name == n).unwrap();
-    assert!(pos("isol/rootfs") < pos("isol/rootfs/bin"));
-    assert!(pos("isol/rootfs/bin") < pos("isol/rootfs/bin/sh"));
-}
-
-#[test]
-fn test_cpio_tree_skips_fifo_and_leaves_source_untouched() {
-    let t = tempfile::tempdir().unwrap();
-    let fifo = t.path().join("fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    std::fs::write(t.path().join("f"), b"x").unwrap();
-    let before = std::fs::metadata(t.path().join("f"))
-        .unwrap()
-        .modified()
+    w.dir("isol", Meta::root(0o755)).unwrap();
+    // 3 bytes and a 4-byte name: both need padding to 4.
+    w.file_bytes("isol/odd", Meta::root(0o4755), b"abc")
         .unwrap();
-    let mut w = CpioWriter::new(Vec::new());
-    let stats = w.tree(t.path(), "r").unwrap();
+    w.char_dev("dev/null", Meta::root(0o666), 1, 3).unwrap();
     let es = parse(&w.finish().unwrap());
-    assert_eq!(
-        stats,
-        TreeStats {
-            entries: 2,
-            skipped: 1
-        }
-    );
-    assert!(es.iter().all(|e| e.name != "r/fifo"));
-    assert_eq!(
-        std::fs::metadata(t.path().join("f"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        before
-    );
-    assert!(fifo.exists());
+    assert_eq!(es.len(), 3);
+    assert_eq!(find(&es, "isol").mode & S_IFMT, S_IFDIR);
+    let odd = find(&es, "isol/odd");
+    assert_eq!((odd.mode, odd.nlink), (0o104_755, 1));
+    assert_eq!(odd.data, b"abc");
+    assert_eq!((odd.uid, odd.gid), (0, 0));
+    assert_eq!(find(&es, "dev/null").rdev, (1, 3));
 }
 
 #[test]
-fn test_write_initramfs_has_init_console_config_rootfs() {
+fn test_write_initramfs_has_init_console_config_only() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("rootfs");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/hostname"), b"x\n").unwrap();
     let init = t.path().join("init-bin");
     std::fs::write(&init, b"INIT").unwrap();
     let out = t.path().join("initramfs.cpio");
     let contents = Contents {
         init: &init,
         config: "cfg\n",
-        rootfs: &root,
     };
     let size = write_initramfs(&out, &contents).unwrap();
     let bytes = std::fs::read(&out).unwrap();
@@ -161,19 +92,18 @@ fn test_write_initramfs_has_init_console_config_rootfs() {
     let console = find(&es, "dev/console");
     assert_eq!((console.mode, console.rdev), (0o020_600, (5, 1)));
     assert_eq!(find(&es, "isol/config").data, b"cfg\n");
-    assert_eq!(find(&es, "isol/rootfs/etc/hostname").data, b"x\n");
+    // The workload's root is served over virtio-9p, never packed.
+    assert!(es.iter().all(|e| !e.name.starts_with("isol/rootfs")));
+    assert_eq!(es.len(), 7, "{es:?}");
 }
 
 #[test]
-fn test_write_initramfs_missing_rootfs_names_path() {
+fn test_write_initramfs_missing_init_names_path() {
     let t = tempfile::tempdir().unwrap();
-    let init = t.path().join("init");
-    std::fs::write(&init, b"I").unwrap();
     let missing = t.path().join("nope");
     let contents = Contents {
-        init: &init,
+        init: &missing,
         config: "",
-        rootfs: &missing,
     };
     let e = write_initramfs(&t.path().join("o"), &contents).unwrap_err();
     assert!(

@@ -10,10 +10,10 @@ use super::queue::{RingError, Served};
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 /// Size of each device's window (registers at 0, config space at 0x100).
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
-/// IOAPIC pins of the device slots, in slot order: ISA IRQs the MP table already routes
-/// (0..16), minus those of legacy hardware a Linux guest may probe (PIT 0, i8042 1/12,
-/// cascade 2, COM2 3, COM1 4, RTC 8, IDE 14/15, FPU 13).
-pub const VIRTIO_IRQS: [u32; 6] = [5, 6, 7, 9, 10, 11];
+/// IOAPIC pins of the device slots, in slot order: the legacy IRQs no hardware a Linux
+/// guest may probe uses (not PIT 0, i8042 1/12, cascade 2, COM2 3, COM1 4, RTC 8, FPU 13,
+/// IDE 14/15), then the IOAPIC's pins above the ISA range. The MP table routes them all.
+pub const VIRTIO_IRQS: [u32; 14] = [5, 6, 7, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23];
 
 /// Where one virtio-mmio device sits in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mptable::ISA_IRQS;
+    use crate::mptable::IOAPIC_PINS;
 
     #[test]
     fn test_slots_addresses_irqs_and_cmdline() {
@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn test_slot_irqs_are_routed_by_the_mptable_and_free() {
         for irq in VIRTIO_IRQS {
-            assert!(irq < u32::from(ISA_IRQS), "IRQ {irq} not in the MP table");
+            assert!(
+                irq < u32::from(IOAPIC_PINS),
+                "IRQ {irq} not in the MP table"
+            );
             assert_ne!(irq, crate::devices::serial::COM1_IRQ);
         }
         let last = VirtioSlot::new(VIRTIO_IRQS.len() - 1).unwrap();
