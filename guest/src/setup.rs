@@ -97,8 +97,7 @@ const ROOT_RW: &str = "/isol/rw";
 pub fn root_plan(root: &Path) -> Vec<Step> {
     let lower = Path::new(ROOT_LOWER);
     let rw = Path::new(ROOT_RW);
-    let ninep =
-        format!("trans=virtio,version=9p2000.L,msize={VOLUME_MSIZE},cache=loose,access=client");
+    let ninep = ninep_options("loose");
     let overlay = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
@@ -162,9 +161,12 @@ pub fn workload_plan(cfg: &GuestConfig, root: &Path) -> Vec<Step> {
 /// change the directory), except the page cache that shared mmap needs.
 fn volume_mount(v: &Volume, target: &Path) -> Step {
     let flags = if v.read_only { libc::MS_RDONLY } else { 0 };
-    let data =
-        format!("trans=virtio,version=9p2000.L,msize={VOLUME_MSIZE},cache=mmap,access=client");
-    mnt(&v.tag, target, "9p", flags, &data)
+    mnt(&v.tag, target, "9p", flags, &ninep_options("mmap"))
+}
+
+/// Mount options of a virtio-9p share from the VMM, with the guest cache mode `cache`.
+fn ninep_options(cache: &str) -> String {
+    format!("trans=virtio,version=9p2000.L,msize={VOLUME_MSIZE},cache={cache},access=client")
 }
 
 /// A minimal /dev as container mode has: null, zero, full, random, urandom, tty, pts, shm.
