@@ -15,8 +15,10 @@ MIB = 1024 * 1024
 
 
 def _guest_ram_mib(initramfs_bytes):
-    """isol's VM-mode guest RAM with no --memory (vmm/src/backend/plan.rs guest_ram):
-    512 MiB workload + 96 MiB overhead + 2 x initramfs, rounded up to 2 MiB."""
+    """Guest RAM for the QEMU baseline: isol's formula with no --memory
+    (vmm/src/backend/plan.rs guest_ram) applied to QEMU's initramfs: 512 MiB workload +
+    96 MiB overhead + 2 x initramfs, rounded up to 2 MiB. (isol's own initramfs holds only
+    its init, the rootfs being served over virtio-9p, so isol's VM is a few MiB smaller.)"""
     raw = 512 * MIB + 96 * MIB + 2 * initramfs_bytes
     return -(-raw // (2 * MIB)) * 2
 
