@@ -197,8 +197,8 @@ lab_hang_report() {
 # wedged and booted again, up to 3 times in all. Seen: the L1 kernel live-patches a
 # static key when init.sh pins KVM's keys (its first VM), and under QEMU's multi-threaded
 # TCG a vCPU can loop on that int3 forever (both L1 vCPUs in exc_int3 / at the jump label
-# in __schedule; about 1 boot in 6 with two L1s and a build on a 2-core host). A normal
-# boot takes 5-15 s even then.
+# in __schedule; about 1 boot in 6 with two L1s and a build on a 2-core host, before
+# init.sh made the pin with the other CPUs offline). A normal boot takes 5-15 s.
 lab_boot_timeout=${ISOL_LAB_BOOT_TIMEOUT:-90}
 lab_boot_tries=3
 
