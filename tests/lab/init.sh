@@ -109,6 +109,15 @@ hang_report() {
   mv "$1.tmp" "$1"
 }
 
+# Starts the hang report of request dir $1 once the host asks for it (its deadline passed:
+# $1/dump). The host may remove a finished request's dir at any moment: `true` (a regular
+# builtin) fails softly there, where a failed redirection of `:` would end this shell.
+report_if_asked() {
+  if [ -e "$1/dump" ] && [ ! -e "$1/dumping" ] && true 2>/dev/null >"$1/dumping"; then
+    hang_report "$1/hang.txt" &
+  fi
+}
+
 # Pin the L1 kernel's KVM static keys. Every VM create/destroy flips KVM's static keys
 # (the preempt-notifier key in __schedule, the local APIC's sw-disabled key), and each
 # flip live-patches kernel code with int3 (text_poke_bp). Under QEMU's multi-threaded TCG
@@ -144,10 +153,7 @@ if [ "$mode" = session ]; then
     quiet=$((quiet + 1))
     for d in /io/req/*; do
       [ -e "$d/go" ] || continue
-      # The host's deadline passed: it asks for a hang report before stopping the L1.
-      if [ -e "$d/dump" ] && [ ! -e "$d/dumping" ] && true 2>/dev/null >"$d/dumping"; then
-        hang_report "$d/hang.txt" &
-      fi
+      report_if_asked "$d"
       [ -e "$d/rc" ] || quiet=0
       [ -e "$d/taken" ] && continue
       # The host removes a finished request's directory at any moment: `true` (a regular
@@ -166,10 +172,7 @@ if [ "$mode" = session ]; then
 else
   run_request /io /run/isol-lab &
   until [ -e /io/rc ]; do
-    if [ -e /io/dump ] && [ ! -e /io/dumping ]; then
-      : >/io/dumping
-      hang_report /io/hang.txt &
-    fi
+    report_if_asked /io
     read -t 0.05 -u 3 _
   done
 fi

@@ -202,6 +202,21 @@ lab_hang_report() {
 lab_boot_timeout=${ISOL_LAB_BOOT_TIMEOUT:-90}
 lab_boot_tries=3
 
+# Waits for the booting L1 whose QEMU runs as pid $1 to be up (its init writes $2/ready):
+# returns 0 once it is, 1 if QEMU has ended, 2 if it is still not up after
+# ISOL_LAB_BOOT_TIMEOUT seconds (wedged).
+lab_wait_up() {
+  local deadline=$(( $(date +%s) + lab_boot_timeout ))
+  while [ ! -e "$2/ready" ]; do
+    kill -0 "$1" 2>/dev/null || return 1
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      [ -e "$2/ready" ] && return 0
+      return 2
+    fi
+    sleep 0.05
+  done
+}
+
 # Says that an L1 boot wedged (vCPU state $1, console $2) and that it is booted again.
 lab_boot_wedged() {
   echo "tests/lab/run.sh: the L1 was not up within ${lab_boot_timeout}s (wedged; L1 vCPUs: $1); booting it again" >&2
@@ -255,19 +270,16 @@ fi
 # an L1 that is not up within ISOL_LAB_BOOT_TIMEOUT is wedged (see lab_boot_wedged) and
 # is killed and booted again. Sets qpid; the L1 then runs the request.
 boot_oneshot() {
-  local attempt=1 deadline st
+  local attempt=1 st
   while :; do
     # A killed boot's init may have got as far as writing these.
     rm -f "$io/ready" "$io/rc" "$io/rc.tmp" "$io/stdout" "$io/stderr" "$io/error"
     : >"$console"
     timeout -k 5 $((lab_boot_timeout + limit + 60)) "${QEMU[@]}" </dev/null >"$io/qemu.log" 2>&1 &
     qpid=$!
-    deadline=$(( $(date +%s) + lab_boot_timeout ))
-    while [ ! -e "$io/ready" ] && kill -0 "$qpid" 2>/dev/null; do
-      [ "$(date +%s)" -ge "$deadline" ] && break
-      sleep 0.05
-    done
-    [ -e "$io/ready" ] || ! kill -0 "$qpid" 2>/dev/null && return 0
+    # Up, or ended (the caller reports that): the L1 is booted.
+    lab_wait_up "$qpid" "$io"
+    [ $? = 2 ] || return 0
     st=$(lab_cpu_state "$io/monitor.sock" 2>&1 | tr '\n' ' ')
     kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null; qpid=""
     [ "$attempt" -ge "$lab_boot_tries" ] && lab_failed \

@@ -13,8 +13,8 @@
 # caches before a command whose executable changed since the session last ran it, and
 # before every command with ISOL_LAB_SESSION_FRESH=1 (seconds slower).
 # Sourced by run.sh (which has sourced lib.sh and defined write_request, finish_request,
-# qemu_args, lab_failed, lab_boot_wedged, lab_boot_timeout/tries, kdir, initramfs), or run
-# directly for start/stop/status.
+# qemu_args, lab_failed, lab_wait_up, lab_boot_wedged, lab_boot_tries, kdir, initramfs),
+# or run directly for start/stop/status.
 
 session_qemu_alive() {
   local pid
@@ -37,7 +37,7 @@ session_stop() {
 
 # Starts the session's L1 (under the lock) unless it is up; waits until it takes commands.
 session_ensure() {
-  local dir="$1" deadline
+  local dir="$1"
   mkdir -p "$dir" || refuse "cannot create the session dir $dir"
   exec 7>"$dir/lock"
   flock 7
@@ -57,17 +57,11 @@ session_ensure() {
       </dev/null >"$dir/qemu.log" 2>&1 &
     echo $! >"$dir/qemu.pid"
     # Not up in time: wedged while booting (see lab_boot_timeout in run.sh); boot again.
-    deadline=$(( $(date +%s) + lab_boot_timeout ))
-    until [ -e "$dir/io/ready" ]; do
-      session_qemu_alive "$dir" || { flock -u 7; lab_failed "session L1 died while booting" "$dir/console.log" "$dir/qemu.log"; }
-      [ "$(date +%s)" -ge "$deadline" ] && break
-      sleep 0.05
-    done
-    if [ -e "$dir/io/ready" ]; then
-      vlog "session L1 up"
-      flock -u 7
-      return 0
-    fi
+    lab_wait_up "$!" "$dir/io"
+    case $? in
+      0) vlog "session L1 up"; flock -u 7; return 0 ;;
+      1) flock -u 7; lab_failed "session L1 died while booting" "$dir/console.log" "$dir/qemu.log" ;;
+    esac
     st=$(lab_cpu_state "$dir/io/monitor.sock" 2>&1 | tr '\n' ' ')
     if [ "$attempt" -ge "$lab_boot_tries" ]; then
       session_stop "$dir"
