@@ -40,7 +40,7 @@ pub mod record;
 pub mod report;
 pub mod rootfs;
 pub mod security;
-pub mod syscall;
+pub use isol_sandbox::syscall;
 
 pub use error::ContainerError;
 

@@ -5,3 +5,5 @@
 //! Each backend keeps only what is really its own: the container backend its namespaces,
 //! overlay and pivot_root; the guest its 9P overlay, switch of root and channel.
 #![warn(missing_docs)]
+
+pub mod syscall;

@@ -1,4 +1,4 @@
-//! The system calls the container setup makes, behind a trait so that the setup logic
+//! The system calls the sandbox setup makes (in both modes), behind a trait so that the setup logic
 //! (mount plan, namespace setup, privilege drop) can be unit-tested against a recording
 //! fake ([`fake::FakeSyscall`]) while the real thing ([`linux::LinuxSyscall`]) is a thin
 //! layer that does no thinking of its own (youki's `Syscall`, but injected).
@@ -11,7 +11,7 @@ use nix::sched::CloneFlags;
 
 pub mod linux;
 
-#[cfg(test)]
+/// The recording test double (compiled always, so the backends' tests can use it too).
 pub mod fake;
 
 /// The system calls of the container setup. Every method is one kernel operation.
