@@ -108,6 +108,7 @@ session_run() {
       fi
       if [ "$(date +%s)" -ge "$deadline" ]; then
         lab_hang_report "$req"
+        lab_fail_kind=$(lab_deadline_kind $? "$dir/console.log")
         lab_cpu_state "$dir/io/monitor.sock" >"$dir/cpu-state" 2>&1
         session_stop "$dir"
         lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT); session stopped; L1 vCPUs then: $(tr '\n' ' ' <"$dir/cpu-state")" \
