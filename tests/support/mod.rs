@@ -118,6 +118,14 @@ pub fn lab_command() -> Command {
     );
     let mut cmd = Command::new(lab);
     cmd.arg("--");
+    lab_env(&mut cmd);
+    cmd
+}
+
+/// Sets the lab variables the suite shares (one session, its idle time and command limit,
+/// the retry log) on `cmd`, unless the caller's environment sets them: for tests/lab/run.sh,
+/// and for isol commands that start the lab themselves (`isol compare` on a PVM host).
+pub fn lab_env(cmd: &mut Command) {
     for (var, default) in [
         ("ISOL_LAB_SESSION", lab_session_dir().into_os_string()),
         ("ISOL_LAB_SESSION_IDLE", "180".into()),
@@ -131,7 +139,6 @@ pub fn lab_command() -> Command {
             cmd.env(var, default);
         }
     }
-    cmd
 }
 
 /// What tests/lab/run.sh said about a failed run, from the status file only it writes
@@ -289,6 +296,23 @@ pub fn signal_after_ready(mode: Mode, signal: &str, args: &[&str]) -> Output {
         driver.as_os_str(),
         signal.as_ref(),
         watchdog.as_ref(),
+        isol.as_os_str(),
+        "run".as_ref(),
+        "--mode".as_ref(),
+        mode.as_str().as_ref(),
+    ];
+    argv.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_where_mode_runs(mode, &argv, b"")
+}
+
+/// Runs `isol run --mode MODE ARGS...` with its stdin on /dev/null (not an empty pipe),
+/// where MODE's workloads run.
+pub fn run_isol_stdin_null(mode: Mode, args: &[&str]) -> Output {
+    let isol = isol_bin();
+    let mut argv: Vec<&std::ffi::OsStr> = vec![
+        "sh".as_ref(),
+        "-c".as_ref(),
+        r#"exec "$0" "$@" </dev/null"#.as_ref(),
         isol.as_os_str(),
         "run".as_ref(),
         "--mode".as_ref(),
