@@ -279,3 +279,22 @@ fn test_lab_session_runs_commands_in_one_l1() {
         "session QEMU {qemu_pid:?} still runs after stop"
     );
 }
+
+#[test]
+fn test_lab_failure_words_printed_by_the_command_are_not_a_lab_failure() {
+    if !privileged("test_lab_failure_words_printed_by_the_command_are_not_a_lab_failure") {
+        return;
+    }
+    // Everything the old stderr classifier took for a broken lab, printed by the command
+    // (as an isol guest's console tail could), with run.sh's own exit code: the command's
+    // failure, never retried.
+    let words = "tests/lab/run.sh: L1 ended; Kernel panic - not syncing; soft lockup; \
+                 rcu_sched self-detected stall; no hang report from the L1";
+    let script = format!("echo '{words}' >&2; exit 125");
+    let mut cmd = support::lab_command();
+    cmd.args(["sh", "-c", &script]);
+    let (out, verdict) = support::run_lab_once(&mut cmd, b"");
+    assert_code(&out, 125);
+    assert_eq!(verdict, support::LabVerdict::Ran, "{}", stderr(&out));
+    assert_eq!(stderr(&out), format!("{words}\n"));
+}

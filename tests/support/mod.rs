@@ -180,8 +180,9 @@ pub fn lab_verdict(status_file: &Path, code: Option<i32>) -> LabVerdict {
     }
 }
 
-/// Runs a command through tests/lab/run.sh once, with a fresh status file.
-fn run_lab_once(cmd: &mut Command, stdin: &[u8]) -> (Output, LabVerdict) {
+/// Runs a command through tests/lab/run.sh once, with a fresh status file; returns its
+/// output and what run.sh said about the lab.
+pub fn run_lab_once(cmd: &mut Command, stdin: &[u8]) -> (Output, LabVerdict) {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = target_tmp_file("lab-status");
