@@ -208,10 +208,12 @@ lab_hang_report() {
 }
 
 # The kind of a deadline failure: "hang" when the L1 answered with a hang report ($1 = 0)
-# and its own console (console file $2: the L1 kernel's serial, which nothing in the L1's
-# user space writes to) shows no panic, soft lockup or RCU stall; else "broke".
+# and its own console (console file $2 from line $3 on, 1 by default: the L1 kernel's
+# serial, which nothing in the L1's user space writes to) shows no panic, soft lockup or
+# RCU stall; else "broke".
 lab_deadline_kind() {
-  if [ "$1" = 0 ] && ! grep -qE 'soft lockup|rcu_sched self-detected stall|rcu: INFO: rcu_sched|Kernel panic - not syncing' "$2" 2>/dev/null; then
+  if [ "$1" = 0 ] && ! tail -n +"${3:-1}" "$2" 2>/dev/null \
+      | grep -qE 'soft lockup|rcu_sched self-detected stall|rcu: INFO: rcu_sched|Kernel panic - not syncing'; then
     echo hang
   else
     echo broke
