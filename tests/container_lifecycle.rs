@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{assert_code, isol_bin, require_root, run_isol, run_raw, Mode};
+use support::{assert_code, isol_bin, require_root, run_isol, run_raw, skip_privileged, Mode};
 
 /// Starts `isol run --mode container ARGS` with piped stdout, waits for a "ready" line.
 fn start_ready(args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
@@ -42,7 +42,7 @@ fn wait_code(child: &mut Child, limit: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill();
-    panic!("isol did not exit within {limit:?}");
+    panic!("watchdog: isol did not exit within {limit:?} (a hang)");
 }
 
 /// Host pids whose argv equals `argv`.
@@ -91,22 +91,37 @@ fn traces_of(pid: u32) -> Vec<String> {
 
 #[test]
 fn test_container_timeout_124() {
-    let t = Instant::now();
+    if skip_privileged("test_container_timeout_124") {
+        return;
+    }
+    // Without a working timeout the run lasts 30 s and exits 0: the exit code and message
+    // are the check (speed belongs to bench/).
     let out = run_isol(
         Mode::Container,
         &["--timeout", "0.5", "--", "sleep", "30"],
         b"",
     );
     assert_code(&out, 124);
-    assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
+    assert_eq!(
+        support::stderr(&out),
+        "isol: timeout expired; the workload was killed\n"
+    );
 }
 
 #[test]
 fn test_container_sigterm_to_isol_reaches_workload() {
-    let (mut child, _out) = start_ready(&["--", "sh", "-c", "echo ready; exec sleep 1000.5"]);
+    if skip_privileged("test_container_sigterm_to_isol_reaches_workload") {
+        return;
+    }
+    // The trap proves the workload itself received SIGTERM (a 143 alone would not: isol
+    // could kill it); then nothing of the run is left.
+    let script = "trap 'echo got-term; exit 43' TERM; echo ready; while :; do sleep 0.05; done";
+    let (mut child, mut out) = start_ready(&["--", "sh", "-c", script]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(wait_code(&mut child, Duration::from_secs(10)), Some(143));
+    assert_eq!(wait_code(&mut child, Duration::from_secs(120)), Some(43));
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-term\n");
     assert!(
         traces_of(child.id()).is_empty(),
         "{:?}",
@@ -116,10 +131,13 @@ fn test_container_sigterm_to_isol_reaches_workload() {
 
 #[test]
 fn test_container_sigint_to_isol_reaches_trap() {
+    if skip_privileged("test_container_sigint_to_isol_reaches_trap") {
+        return;
+    }
     let script = "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done";
     let (mut child, mut out) = start_ready(&["--", "sh", "-c", script]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    assert_eq!(wait_code(&mut child, Duration::from_secs(10)), Some(42));
+    assert_eq!(wait_code(&mut child, Duration::from_secs(120)), Some(42));
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "got-int\n");
@@ -127,6 +145,9 @@ fn test_container_sigint_to_isol_reaches_trap() {
 
 #[test]
 fn test_container_kill9_of_workload_137() {
+    if skip_privileged("test_container_kill9_of_workload_137") {
+        return;
+    }
     let (mut child, _out) = start_ready(&[
         "--memory",
         "64M",
@@ -138,14 +159,14 @@ fn test_container_kill9_of_workload_137() {
     let t = Instant::now();
     let pids = loop {
         let p = pids_with_argv(&["sleep", "1001.5"]);
-        if !p.is_empty() || t.elapsed() > Duration::from_secs(5) {
+        if !p.is_empty() || t.elapsed() > Duration::from_secs(120) {
             break p;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(pids.len(), 1, "one workload process");
     kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
-    assert_eq!(wait_code(&mut child, Duration::from_secs(10)), Some(137));
+    assert_eq!(wait_code(&mut child, Duration::from_secs(120)), Some(137));
     assert!(
         traces_of(child.id()).is_empty(),
         "{:?}",
@@ -155,8 +176,10 @@ fn test_container_kill9_of_workload_137() {
 
 #[test]
 fn test_container_200_runs_leave_nothing() {
+    if skip_privileged("test_container_200_runs_leave_nothing") {
+        return;
+    }
     require_root();
-    let t = Instant::now();
     let mut pids = Vec::new();
     for i in 0..200 {
         let limits: &[&str] = if i % 2 == 0 {
@@ -173,7 +196,6 @@ fn test_container_200_runs_leave_nothing() {
         assert_eq!(out.1.status.code(), Some(3), "run {i}: {:?}", out.1);
         pids.push(out.0);
     }
-    eprintln!("200 runs in {:?}", t.elapsed());
     for p in pids {
         let tr = traces_of(p);
         assert!(tr.is_empty(), "run of isol pid {p} left {tr:?}");
@@ -199,6 +221,9 @@ impl OutputWithPid for Command {
 
 #[test]
 fn test_container_sigkill_of_isol_then_gc_cleans_up() {
+    if skip_privileged("test_container_sigkill_of_isol_then_gc_cleans_up") {
+        return;
+    }
     let (mut child, _out) = start_ready(&[
         "--memory",
         "64M",
@@ -220,8 +245,8 @@ fn test_container_sigkill_of_isol_then_gc_cleans_up() {
     let t = Instant::now();
     while !pids_with_argv(&["sleep", "1002.5"]).is_empty() {
         assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the workload outlived isol"
+            t.elapsed() < Duration::from_secs(120),
+            "watchdog: the workload outlived isol by 120 s"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -233,6 +258,9 @@ fn test_container_sigkill_of_isol_then_gc_cleans_up() {
 
 #[test]
 fn test_container_sigkill_of_isol_then_next_run_cleans_up() {
+    if skip_privileged("test_container_sigkill_of_isol_then_next_run_cleans_up") {
+        return;
+    }
     let args = [
         "--pids",
         "10",
@@ -254,14 +282,17 @@ fn test_container_sigkill_of_isol_then_next_run_cleans_up() {
 
 #[test]
 fn test_container_sigkill_of_isol_without_limits_kills_workload() {
+    if skip_privileged("test_container_sigkill_of_isol_without_limits_kills_workload") {
+        return;
+    }
     let (mut child, _out) = start_ready(&["--", "sh", "-c", "echo ready; exec sleep 1003.5"]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
     let t = Instant::now();
     while !pids_with_argv(&["sleep", "1003.5"]).is_empty() {
         assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the workload outlived isol"
+            t.elapsed() < Duration::from_secs(120),
+            "watchdog: the workload outlived isol by 120 s"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -274,12 +305,16 @@ fn test_container_sigkill_of_isol_without_limits_kills_workload() {
 
 #[test]
 fn test_container_failures_125_leave_nothing() {
+    if skip_privileged("test_container_failures_125_leave_nothing") {
+        return;
+    }
     require_root();
+    let too_many = (support::host_cpus() + 1).to_string();
     let cases: &[(&[&str], &str)] = &[
         (&["--memory", "lots", "--", "true"], "is not a size"),
         (&["--rootfs", "/nonexistent", "--", "true"], "--rootfs"),
         (
-            &["--memory", "64M", "--cpus", "64", "--", "true"],
+            &["--memory", "64M", "--cpus", &too_many, "--", "true"],
             "CPUs but only",
         ),
         (

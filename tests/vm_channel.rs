@@ -91,12 +91,22 @@ fn isol_vm(
     out
 }
 
+/// Asserts the run used `d` (isol made `d/vm`) and left nothing in it: a missing directory
+/// fails too, as it would mean the check looked in the wrong place.
 fn assert_empty_run_dir(d: &Path) {
-    let left: Vec<_> = std::fs::read_dir(d.join("vm"))
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let vm = d.join("vm");
+    let left: Vec<_> = std::fs::read_dir(&vm)
+        .unwrap_or_else(|e| panic!("{}: {e}: the run did not use this run dir", vm.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     let _ = std::fs::remove_dir_all(d);
+}
+
+/// Asserts a run refused before it started made nothing at all in its run dir `d`.
+fn assert_run_dir_untouched(d: &Path) {
+    assert!(!d.exists(), "a refused run wrote {}", d.display());
 }
 
 #[test]
@@ -205,7 +215,7 @@ fn vm_channel_too_many_volumes_refused_before_boot() {
     let o = isol_vm(&guest("echo"), &rd, &[], &args, b"");
     assert_code(&o, 125);
     assert!(stderr(&o).contains("at most 13 volumes"), "{}", stderr(&o));
-    assert_empty_run_dir(&rd);
+    assert_run_dir_untouched(&rd);
 }
 
 #[test]
@@ -227,5 +237,5 @@ fn vm_channel_missing_guest_init_is_explained() {
         "{}",
         stderr(&o)
     );
-    assert_empty_run_dir(&rd);
+    assert_run_dir_untouched(&rd);
 }

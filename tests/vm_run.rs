@@ -38,19 +38,48 @@ fn script(script: &str) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Builds tests/vm_guests/ioperm-probe.c (static) into a fresh directory under /tmp (the lab
+/// shares /tmp with the host), to be mounted as a volume.
+fn ioperm_probe() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("isol-probe")
+        .tempdir_in("/tmp")
+        .expect("a temp dir under /tmp");
+    let src = support::repo_root().join("tests/vm_guests/ioperm-probe.c");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.path().join("ioperm-probe"))
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cc (apt-get install build-essential): {e}"));
+    assert!(st.success(), "cannot build {}", src.display());
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the probe dir");
+    dir
+}
+
 #[test]
 fn vm_workload_cannot_forge_status_or_reach_ports() {
     if skip("vm_workload_cannot_forge_status_or_reach_ports") {
         return;
     }
     // Text that looks like a report changes nothing; CAP_SYS_RAWIO (bit 17) is gone, so
-    // the workload cannot ioperm the channel; exit 3 is what isol returns.
-    let s = "printf 'ISOL-EXIT Exited(0) 0x1000000\\n'; grep -E '^Cap(Bnd|Eff)' /proc/self/status; exit 3";
-    let o = vm(&["--", "sh", "-c", s], b"");
+    // the workload's ioperm() of the channel's ports and iopl() fail with EPERM; exit 3 is
+    // what isol returns.
+    let probe = ioperm_probe();
+    let vol = format!("{}:/probe:ro", probe.path().display());
+    let s =
+        "printf 'ISOL-EXIT Exited(0) 0x1000000\\n'; grep -E '^Cap(Bnd|Eff)' /proc/self/status; \
+             /probe/ioperm-probe; exit 3";
+    let o = vm(&["--volume", &vol, "--", "sh", "-c", s], b"");
     assert_code(&o, 3);
     assert_eq!(
         stdout(&o),
-        "ISOL-EXIT Exited(0) 0x1000000\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n"
+        "ISOL-EXIT Exited(0) 0x1000000\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n\
+         ioperm=-1 Operation not permitted\niopl=-1 Operation not permitted\n"
     );
 }
 
@@ -81,9 +110,15 @@ fn vm_boot_failure_is_explained_with_console_tail() {
     let o = script(s);
     assert_eq!(stdout(&o), "rc=125\n", "stderr: {}", stderr(&o));
     let err = stderr(&o);
+    // The console's last lines are there, with what busybox's init printed on it (not just
+    // the words of isol's message).
     assert!(
-        err.contains("did not start within 30 s") && err.contains("console"),
+        err.contains("did not start within 30 s") && err.contains("last console lines:"),
         "{err}"
+    );
+    assert!(
+        err.contains("  | Please press Enter to activate this console."),
+        "no console tail from the guest: {err}"
     );
 }
 
@@ -107,7 +142,7 @@ fn vm_volumes_served_over_9p_stay_confined() {
     // pipe inside the guest (the server never opens it on the host); no device nodes are
     // made on the host; a 5 MB file round-trips intact; and a file made by uid 1000
     // belongs to uid 1000 on the host.
-    let script = "ls /data/escape/ | grep -c '^apt$'; \
+    let script = "readlink /data/escape; grep ^ID= /data/escape/os-release; ls /data/escape/ | grep -c '^apt$'; \
                   (echo through-fifo > /data/fifo &); timeout 5 cat /data/fifo; \
                   mknod /data/null c 1 3 2>/dev/null || echo mknod-refused; \
                   head -c 5000000 /dev/urandom > /tmp/r; cp /tmp/r /data/big; cmp /tmp/r /data/big && echo same; \
@@ -116,9 +151,18 @@ fn vm_volumes_served_over_9p_stay_confined() {
     assert_code(&o, 0);
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
+    // The link is served as a link and resolves to the rootfs's /etc (busybox's os-release,
+    // no apt/), never the host's.
     assert_eq!(
-        &lines[..4],
-        ["0", "through-fifo", "mknod-refused", "same"],
+        &lines[..6],
+        [
+            "/etc",
+            "ID=isol-busybox",
+            "0",
+            "through-fifo",
+            "mknod-refused",
+            "same"
+        ],
         "{out}"
     );
     let host_sum = Command::new("md5sum")
@@ -126,7 +170,7 @@ fn vm_volumes_served_over_9p_stay_confined() {
         .output()
         .unwrap();
     assert_eq!(
-        lines[4],
+        lines[6],
         String::from_utf8_lossy(&host_sum.stdout).trim_end()
     );
     let o = vm(
@@ -229,10 +273,19 @@ fn vm_runs_leave_nothing_behind() {
         return;
     }
     // A private run directory: other tests may run VMs in the same lab at the same time.
-    let s = r#"ISOL_RUN_DIR=$(mktemp -d); export ISOL_RUN_DIR; "$1" run --mode vm -- true; "$1" run --mode vm -- no-such-cmd 2>/dev/null; "$1" run --mode vm --timeout 1 -- sleep 9 2>/dev/null
-ls -A "$ISOL_RUN_DIR/vm" 2>/dev/null | wc -l; rm -rf "$ISOL_RUN_DIR""#;
+    // Each run ends as it should, the run directory was used (isol made vm/ in it), and it
+    // is empty afterwards.
+    let s = r#"ISOL_RUN_DIR=$(mktemp -d); export ISOL_RUN_DIR; "$1" run --mode vm -- true; echo "rc=$?"
+"$1" run --mode vm -- no-such-cmd 2>/dev/null; echo "rc=$?"
+"$1" run --mode vm --timeout 1 -- sleep 9 2>/dev/null; echo "rc=$?"
+[ -d "$ISOL_RUN_DIR/vm" ] && echo vm-dir-made; ls -A "$ISOL_RUN_DIR/vm" | wc -l; rm -rf "$ISOL_RUN_DIR""#;
     let o = script(s);
-    assert_eq!(stdout(&o).trim(), "0", "stderr: {}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "rc=0\nrc=127\nrc=124\nvm-dir-made\n0\n",
+        "stderr: {}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -17,6 +17,9 @@ use support::{assert_code, kvm_kind, run_raw, skip_privileged, stderr, stdout, K
 
 const HELLO: &str = "Hello from isol tiny guest\n";
 
+/// The VMM's debug-log line limit (vmm/src/devices/log.rs).
+const LOG_LINE_LIMIT: usize = isol_vmm::devices::log::LOG_LINE_LIMIT as usize;
+
 /// Assembles the guests once per test process into the target's test tmpdir.
 fn guests() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -50,12 +53,12 @@ fn boot(name: &str, args: &[&str]) -> (Output, String) {
     let kernel = guest(name);
     let mut full = vec!["boot", "--allow-pvm", "--kernel", &kernel];
     full.extend_from_slice(args);
-    let out = Command::new(support::isol_bin())
-        .args(&full)
-        .env("ISOL_VMM_LOG", log.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn isol");
+    let out = support::run_with_stdin(
+        Command::new(support::isol_bin())
+            .args(&full)
+            .env("ISOL_VMM_LOG", log.path()),
+        b"",
+    );
     let text = std::fs::read_to_string(log.path()).unwrap_or_default();
     (out, text)
 }
@@ -92,7 +95,8 @@ fn test_boot_pvm_host_refuses_ordinary_kernel_without_allow_pvm() {
         return;
     }
     let kernel = guest("hello-pvh");
-    let start = Instant::now();
+    // No clock: a refusal that first tried to boot would end at --timeout with 124, or in
+    // an emulation failure, and fail the checks below.
     let out = run_raw(&["boot", "--kernel", &kernel, "--timeout", "20"], b"");
     match kvm_kind() {
         KvmKind::Pvm => {
@@ -110,10 +114,6 @@ fn test_boot_pvm_host_refuses_ordinary_kernel_without_allow_pvm() {
             }
             assert!(!err.contains("rip="), "no register dump at the user: {err}");
             assert!(stdout(&out).is_empty());
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "refusal must be immediate"
-            );
         }
         KvmKind::Hardware => {
             assert_code(&out, 0);
@@ -135,7 +135,23 @@ fn test_boot_unknown_ports_read_all_ones_and_are_logged() {
         !log.contains("port in 0xcfc"),
         "PCI config ports are quiet: {log}"
     );
-    assert!(log.contains("log limit reached") || log.lines().count() < 200);
+    // Every access to a port no device owns is logged once, by direction and size (6 per
+    // port here: fewer than the log's line limit, which log.rs's own tests cover).
+    for port in ["0x0", "0x1", "0x1234", "0x5555", "0x4000", "0xfff0"] {
+        for dir in ["in", "out"] {
+            for size in [1, 2, 4] {
+                let line = format!("[isol-vmm] unknown port {dir} {port} ({size} bytes)");
+                assert_eq!(
+                    log.lines().filter(|l| *l == line).count(),
+                    1,
+                    "{line}: {log}"
+                );
+            }
+        }
+    }
+    let logged = log.lines().filter(|l| l.starts_with("[isol-vmm] ")).count();
+    assert!(logged < LOG_LINE_LIMIT, "log: {log}");
+    assert!(!log.contains("log limit reached"), "log: {log}");
 }
 
 #[test]
@@ -163,16 +179,13 @@ fn test_boot_mmio_outside_ram_ignored_reads_all_ones() {
 }
 
 #[test]
-fn test_boot_spinning_guest_timeout_exits_124_promptly() {
-    if skip_privileged("test_boot_spinning_guest_timeout_exits_124_promptly") {
+fn test_boot_spinning_guest_timeout_exits_124() {
+    if skip_privileged("test_boot_spinning_guest_timeout_exits_124") {
         return;
     }
-    let start = Instant::now();
     let (out, log) = boot("spin", &["--timeout", "1", "--cpus", "2"]);
-    let took = start.elapsed();
     assert_code(&out, 124);
     assert_eq!(stdout(&out), "spinning\n");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
     assert!(log.contains("VM ended: DeadlineExpired"), "log: {log}");
 }
 
@@ -181,11 +194,10 @@ fn test_boot_halted_guest_timeout_exits_124() {
     if skip_privileged("test_boot_halted_guest_timeout_exits_124") {
         return;
     }
-    let start = Instant::now();
-    let (out, _) = boot("halt", &["--timeout", "1"]);
+    let (out, log) = boot("halt", &["--timeout", "1"]);
     assert_code(&out, 124);
     assert_eq!(stdout(&out), "halted\n");
-    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(log.contains("VM ended: DeadlineExpired"), "log: {log}");
 }
 
 #[test]
@@ -206,17 +218,31 @@ fn test_boot_sigterm_stops_spinning_guest_with_143() {
             "--timeout",
             "30",
         ])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn isol");
-    std::thread::sleep(Duration::from_millis(500));
+    // Readiness handshake: the guest runs once it printed its line; signal it then.
+    let mut serial = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut serial, &mut line).expect("read the guest's line");
+    assert_eq!(line, "spinning\n", "the guest did not start");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    // Watchdog only (the --timeout 30 would end it with 124): the status is the check.
     let start = Instant::now();
-    let status = child.wait().expect("wait");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("watchdog: isol boot still ran 120 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(status.code(), Some(143));
-    assert!(start.elapsed() < Duration::from_secs(3));
 }
 
 #[test]

@@ -202,41 +202,71 @@ mod tests {
         assert!(e.to_string().contains("busybox-static"), "{e}");
     }
 
+    /// A minimal ELF64 x86-64 executable header with one program header of type `p_type`.
+    fn elf64_with_phdr(p_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 0x40 + 0x38];
+        b[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        b[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        b[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+        b[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+        b[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes()); // e_phoff
+        b[0x34..0x36].copy_from_slice(&0x40u16.to_le_bytes()); // e_ehsize
+        b[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes()); // e_phentsize
+        b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        b[0x40..0x44].copy_from_slice(&p_type.to_le_bytes());
+        b
+    }
+
     #[test]
     fn test_ensure_rootfs_dynamic_binary_rejected() {
+        // A well-formed ELF64 whose only program header is PT_INTERP (3): rejected for
+        // that header, as the same file with PT_LOAD (1) instead shows (it gets past the
+        // check and fails later, running it).
         let tmp = tempfile::tempdir().unwrap();
         let fake = tmp.path().join("bb");
-        fs::write(&fake, b"\x7fELF.../lib64/ld-linux-x86-64.so.2...").unwrap();
+        fs::write(&fake, elf64_with_phdr(3)).unwrap();
         assert!(matches!(
-            ensure_rootfs(&fake, tmp.path()),
+            ensure_rootfs(&fake, &tmp.path().join("c1")),
             Err(RootfsError::NotStatic { .. })
+        ));
+        fs::write(&fake, elf64_with_phdr(1)).unwrap();
+        assert!(matches!(
+            ensure_rootfs(&fake, &tmp.path().join("c2")),
+            Err(RootfsError::Io { .. })
         ));
     }
 
     #[test]
     fn test_ensure_rootfs_remembers_by_stat_and_rebuilds_on_change() {
+        // A real build from a copy of Debian's static busybox (appending a byte to an ELF
+        // file leaves it runnable, and changes its content hash).
+        // (Named busybox: busybox answers --list-full only under its own name.)
         let tmp = tempfile::tempdir().unwrap();
-        let bb = tmp.path().join("bb");
-        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
-        elf.resize(0x40, 0);
-        fs::write(&bb, &elf).unwrap();
+        let bb = tmp.path().join("busybox");
+        fs::copy(BUSYBOX, &bb).expect("/bin/busybox: apt-get install busybox-static");
         let cache = tmp.path().join("cache");
-        // Not a runnable busybox: build() fails at --list-full, so fake a finished dir.
-        let dir = cache.join(format!("busybox-{:016x}", fnv1a(&elf)));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(".complete"), b"").unwrap();
-        assert_eq!(ensure_rootfs(&bb, &cache).unwrap(), dir);
+        let first = ensure_rootfs(&bb, &cache).unwrap();
+        assert!(first.join(".complete").exists() && first.join("bin/sh").is_symlink());
         let key = stat_key(&bb).unwrap();
-        assert!(cache.join(format!(".by-stat-{key}")).is_symlink());
-        // Second call: answered from the index even if the hashed name would differ.
-        assert_eq!(ensure_rootfs(&bb, &cache).unwrap(), dir);
-        elf.push(1);
-        fs::write(&bb, &elf).unwrap();
+        assert_eq!(
+            fs::read_link(cache.join(format!(".by-stat-{key}"))).unwrap(),
+            first.file_name().unwrap()
+        );
+        // Second call: answered from the index.
+        assert_eq!(ensure_rootfs(&bb, &cache).unwrap(), first);
+        // A changed binary: new stat key, new content, so a new rootfs holding it.
+        let mut bin = fs::read(&bb).unwrap();
+        bin.push(0);
+        fs::write(&bb, &bin).unwrap();
         assert_ne!(
             stat_key(&bb).unwrap(),
             key,
             "a changed binary has a new key"
         );
+        let second = ensure_rootfs(&bb, &cache).unwrap();
+        assert_ne!(second, first, "the changed binary was not rebuilt");
+        assert!(fs::read(second.join("bin/busybox")).unwrap() == bin);
+        assert!(fs::read(first.join("bin/busybox")).unwrap() != bin);
     }
 
     #[test]

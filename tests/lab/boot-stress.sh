@@ -7,6 +7,8 @@
 #
 #   tests/lab/boot-stress.sh 15                      # CMD defaults to `true`
 #   LOAD=1 tests/lab/boot-stress.sh 15 sh -c 'grep -c svm /proc/cpuinfo'
+#
+# Exits 1 when any round failed (the last line counts failures and re-boots), else 0.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:?usage: tests/lab/boot-stress.sh ROUNDS [CMD...]}
@@ -22,6 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 ISOL_LAB_SESSION="$session/s" ISOL_LAB_SESSION_IDLE=3600 tests/lab/run.sh -- true || exit 1
+failed=0 reboots=0
 if [ "${LOAD:-0}" = 1 ]; then
   ( while :; do :; done ) &
   hog=$!
@@ -30,6 +33,10 @@ for i in $(seq 1 "$rounds"); do
   t0=$(date +%s)
   tests/lab/run.sh -- "$@" >/dev/null 2>"$err"
   rc=$?
-  echo "$(date +%T) round $i: $(( $(date +%s) - t0 ))s rc=$rc re-boots=$(grep -c 'booting it again' "$err")"
-  [ "$rc" = 0 ] || tail -20 "$err"
+  n=$(grep -c 'booting it again' "$err")
+  reboots=$((reboots + n))
+  echo "$(date +%T) round $i: $(( $(date +%s) - t0 ))s rc=$rc re-boots=$n"
+  [ "$rc" = 0 ] || { failed=$((failed + 1)); tail -20 "$err"; }
 done
+echo "boot-stress: $rounds rounds, $failed failed, $reboots L1 re-boot(s)"
+[ "$failed" = 0 ]

@@ -11,7 +11,7 @@
 # the caller, plus ISOL_IN_LAB=1. Its stdout and stderr come out separately and byte-exact
 # (after it ends), this script's stdin is its stdin (read to EOF first, empty when a tty),
 # and this script exits with its exit status. 125: the lab itself failed (L1 console tail
-# on stderr).
+# on stderr) -- or the command exited 125; only the status file below tells them apart.
 #
 # Environment:
 #   ISOL_LAB_TIMEOUT=900     seconds before QEMU is killed (exit 125), after a report of
@@ -23,6 +23,13 @@
 #   ISOL_LAB_APPEND="..."    extra L1 kernel command line (e.g. loglevel=7 to debug)
 #   ISOL_LAB_BOOT_TIMEOUT=90 seconds for the L1 to come up before it counts as wedged
 #                            and is booted again (3 boots at most)
+#   ISOL_LAB_FAILURE_FILE=F  when the lab fails (exit 125), write F (nothing else writes
+#                            it; the command is never told its path): "isol-lab-failure v1",
+#                            "kind=broke" (the L1 itself broke: panic, soft lockup, RCU
+#                            stall, wedged, died; a retry may help), "kind=hang" (the command
+#                            ran past ISOL_LAB_TIMEOUT in a responsive L1) or "kind=setup"
+#                            (bad inputs or usage), then "why=..."
+#   ISOL_LAB_RETRY_LOG=F     append a line to F for every L1 boot that is retried
 #   ISOL_LAB_SESSION=DIR     keep one L1 running in DIR and run commands through it
 #                            (see tests/lab/session.sh); ends itself after
 #                            ISOL_LAB_SESSION_IDLE=300 seconds without a command
@@ -31,7 +38,13 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(date +%s%N)
-refuse() { echo "tests/lab/run.sh: $*" >&2; exit 125; }
+# Writes the failure status file (see ISOL_LAB_FAILURE_FILE above): kind $1, reason $2.
+lab_mark() {
+  [ -n "${ISOL_LAB_FAILURE_FILE:-}" ] || return 0
+  printf 'isol-lab-failure v1\nkind=%s\nwhy=%s\n' "$1" "$(printf %s "$2" | tr '\n' ' ')" \
+    >"$ISOL_LAB_FAILURE_FILE.tmp" && mv "$ISOL_LAB_FAILURE_FILE.tmp" "$ISOL_LAB_FAILURE_FILE"
+}
+refuse() { echo "tests/lab/run.sh: $*" >&2; lab_mark setup "$*"; exit 125; }
 vlog() { [ "${ISOL_LAB_VERBOSE:-0}" = 1 ] && echo "[lab $(( ($(date +%s%N) - t0) / 1000000 ))ms] $*" >&2; return 0; }
 
 [ "${1:-}" = "--" ] && shift
@@ -188,8 +201,22 @@ lab_hang_report() {
   if [ -e "$1/hang.txt" ]; then
     echo "--- the command's processes in the L1 at the deadline (kernel stacks, L1 log) ---" >&2
     cat "$1/hang.txt" >&2
+    return 0
+  fi
+  echo "--- no hang report from the L1 within 30 s (its init is stuck too) ---" >&2
+  return 1
+}
+
+# The kind of a deadline failure: "hang" when the L1 answered with a hang report ($1 = 0)
+# and its own console (console file $2 from line $3 on, 1 by default: the L1 kernel's
+# serial, which nothing in the L1's user space writes to) shows no panic, soft lockup or
+# RCU stall; else "broke".
+lab_deadline_kind() {
+  if [ "$1" = 0 ] && ! tail -n +"${3:-1}" "$2" 2>/dev/null \
+      | grep -qE 'soft lockup|rcu_sched self-detected stall|rcu: INFO: rcu_sched|Kernel panic - not syncing'; then
+    echo hang
   else
-    echo "--- no hang report from the L1 within 30 s (its init is stuck too) ---" >&2
+    echo broke
   fi
 }
 
@@ -220,13 +247,17 @@ lab_wait_up() {
 # Says that an L1 boot wedged (vCPU state $1, console $2) and that it is booted again.
 lab_boot_wedged() {
   echo "tests/lab/run.sh: the L1 was not up within ${lab_boot_timeout}s (wedged; L1 vCPUs: $1); booting it again" >&2
+  [ -n "${ISOL_LAB_RETRY_LOG:-}" ] && echo "L1-REBOOT $(date -u +%FT%TZ) not up within ${lab_boot_timeout}s" >>"$ISOL_LAB_RETRY_LOG"
   cp "$2" "$lab_cache/last-console.log" 2>/dev/null
 }
 
-# Prints why the L1 failed and the console tail, then exits 125.
+# Prints why the L1 failed and the console tail, marks the failure (kind $lab_fail_kind:
+# broke unless the caller says otherwise, see ISOL_LAB_FAILURE_FILE), then exits 125.
+lab_fail_kind=broke
 lab_failed() {
   local why="$1" console="$2" qlog="$3"
   echo "tests/lab/run.sh: $why" >&2
+  lab_mark "$lab_fail_kind" "$why"
   if [ -n "${4:-}" ] && [ -S "$4" ]; then
     echo "--- L1 vCPUs (QEMU monitor) ---" >&2
     lab_cpu_state "$4" >&2
@@ -245,12 +276,15 @@ fi
 
 # --- One-shot: boot an L1 for this command ------------------------------------------------------
 io=$(mktemp -d "${TMPDIR:-/tmp}/isol-lab.XXXXXX") || refuse "cannot create a temp dir"
+# The console log lives outside the io share, so nothing in the L1 but its kernel's serial
+# writes it (lab_deadline_kind reads it).
+console=$(mktemp "${TMPDIR:-/tmp}/isol-lab-console.XXXXXX") || refuse "cannot create a temp file"
 qpid=""
 tailpid=""
 cleanup() {
   [ -n "$qpid" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
   [ -n "$tailpid" ] && kill "$tailpid" 2>/dev/null
-  rm -rf "$io"
+  rm -rf "$io" "$console"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -258,8 +292,6 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 write_request "$io" "$@"
-console="$io/console.log"
-: >"$console"
 qemu_args "$io" "$console" oneshot
 vlog "starting L1: ${QEMU[*]}"
 if [ "${ISOL_LAB_VERBOSE:-0}" = 1 ]; then
@@ -298,6 +330,7 @@ deadline=$(( $(date +%s) + limit ))
 while kill -0 "$qpid" 2>/dev/null; do
   if [ "$(date +%s)" -ge "$deadline" ]; then
     lab_hang_report "$io"
+    lab_fail_kind=$(lab_deadline_kind $? "$console")
     cpu=$(lab_cpu_state "$io/monitor.sock" 2>&1 | tr '\n' ' ')
     kill "$qpid" 2>/dev/null
     lab_failed "timed out after ${limit}s (ISOL_LAB_TIMEOUT); L1 vCPUs then: $cpu" "$console" "$io/qemu.log"

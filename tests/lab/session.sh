@@ -85,7 +85,7 @@ binary_changed() {
 
 # Runs "$@" in the session named by $ISOL_LAB_SESSION; exits with its status.
 session_run() {
-  local dir attempt req deadline
+  local dir attempt req deadline from
   dir=$(readlink -f "$ISOL_LAB_SESSION")
   req=""
   trap '[ -n "$req" ] && rm -rf "$req"' EXIT
@@ -98,6 +98,9 @@ session_run() {
     if [ "${ISOL_LAB_SESSION_FRESH:-0}" = 1 ] || binary_changed "$dir" "$1"; then
       : >"$req/drop_caches"
     fi
+    # The session's console is shared by its commands: only what comes after this one
+    # started counts against it (lab_deadline_kind).
+    from=$(( $(wc -l <"$dir/console.log" 2>/dev/null || echo 0) + 1 ))
     : >"$req/go"
     deadline=$(( $(date +%s) + ${ISOL_LAB_TIMEOUT:-900} ))
     while [ ! -e "$req/rc" ]; do
@@ -108,6 +111,7 @@ session_run() {
       fi
       if [ "$(date +%s)" -ge "$deadline" ]; then
         lab_hang_report "$req"
+        lab_fail_kind=$(lab_deadline_kind $? "$dir/console.log" "$from")
         lab_cpu_state "$dir/io/monitor.sock" >"$dir/cpu-state" 2>&1
         session_stop "$dir"
         lab_failed "timed out after ${ISOL_LAB_TIMEOUT:-900}s (ISOL_LAB_TIMEOUT); session stopped; L1 vCPUs then: $(tr '\n' ' ' <"$dir/cpu-state")" \

@@ -40,14 +40,8 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// True when privileged tests should be skipped (loudly). CI never sets this.
-pub fn skip_privileged(test: &str) -> bool {
-    if std::env::var_os("ISOL_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
-        eprintln!("!!! ISOL_SKIP_PRIVILEGED=1: SKIPPING privileged test {test} !!!");
-        return true;
-    }
-    false
-}
+mod gate;
+pub use gate::{report, skip_privileged, target_tmp_file, RETRY_LOG};
 
 /// Panics (fails the test) unless we are root.
 pub fn require_root() {
@@ -124,48 +118,104 @@ pub fn lab_command() -> Command {
     );
     let mut cmd = Command::new(lab);
     cmd.arg("--");
+    lab_env(&mut cmd);
+    cmd
+}
+
+/// Sets the lab variables the suite shares (one session, its idle time and command limit,
+/// the retry log) on `cmd`, unless the caller's environment sets them: for tests/lab/run.sh,
+/// and for isol commands that start the lab themselves (`isol compare` on a PVM host).
+pub fn lab_env(cmd: &mut Command) {
     for (var, default) in [
         ("ISOL_LAB_SESSION", lab_session_dir().into_os_string()),
         ("ISOL_LAB_SESSION_IDLE", "180".into()),
         ("ISOL_LAB_TIMEOUT", "600".into()),
+        (
+            "ISOL_LAB_RETRY_LOG",
+            target_tmp_file(RETRY_LOG).into_os_string(),
+        ),
     ] {
         if std::env::var_os(var).is_none() {
             cmd.env(var, default);
         }
     }
-    cmd
 }
 
-/// True when the nested lab itself broke: run.sh failed (125) and its L1 kernel reported a
-/// soft lockup, an RCU stall, or panicked (seen: a page fault with the L2's GS base inside
-/// KVM's world switch, recursing until the stack guard page), or the L1 was so wedged at
-/// the deadline that its init could not even report the command's processes. Those are
-/// the L1's KVM under QEMU's emulated SVM going wrong; no user-space program (isol
-/// included) can cause them short of a KVM bug. A command that merely hangs is not one:
-/// its hang report shows where, and the test fails.
-pub fn lab_itself_failed(out: &Output) -> bool {
-    let err = String::from_utf8_lossy(&out.stderr);
-    out.status.code() == Some(125)
-        && err.contains("tests/lab/run.sh:")
-        && (err.contains("soft lockup")
-            || err.contains("rcu_sched self-detected stall")
-            || (err.contains("L1 ended") && err.contains("Kernel panic - not syncing"))
-            || err.contains("no hang report from the L1"))
+/// What tests/lab/run.sh said about a failed run, from the status file only it writes
+/// (`ISOL_LAB_FAILURE_FILE`, a path under the target dir: the L1 sees that read-only and
+/// the command never learns it, as run.sh passes no `ISOL_LAB_*` variable on). Nothing
+/// isol or a guest prints can make a run count as a lab failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabVerdict {
+    /// run.sh wrote no failure: the command ran and its output is its own.
+    Ran,
+    /// The L1 itself broke (kernel panic, soft lockup, RCU stall, wedged, died): the
+    /// command may be run once more.
+    Broke(String),
+    /// The lab failed in a way a retry cannot help (the command hung with a responsive L1,
+    /// missing inputs): the test fails.
+    Failed(String),
 }
 
-/// Runs a command through tests/lab/run.sh; when the lab itself broke (see
-/// [`lab_itself_failed`]) it says so loudly and runs the command once more. Any other
-/// failure, isol's included, is returned as it is.
-pub fn run_lab_retrying_lab_failures(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let out = run_with_stdin(cmd, stdin);
-    if !lab_itself_failed(&out) {
-        return out;
+/// Reads run.sh's status file (see [`LabVerdict`]) for a run that exited `code`.
+pub fn lab_verdict(status_file: &Path, code: Option<i32>) -> LabVerdict {
+    let Ok(text) = std::fs::read_to_string(status_file) else {
+        return LabVerdict::Ran;
+    };
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let why = field("why=");
+    let marked = text.lines().next() == Some("isol-lab-failure v1");
+    match (marked, code, field("kind=").as_str()) {
+        (true, Some(125), "broke") => LabVerdict::Broke(why),
+        (true, Some(125), _) => LabVerdict::Failed(why),
+        _ => panic!(
+            "malformed lab status file {} (exit {code:?}):\n{text}",
+            status_file.display()
+        ),
     }
-    eprintln!(
-        "!!! the nested lab failed (L1 kernel soft lockup, RCU stall, panic or wedged), not the code under test; retrying once !!!\n{}",
-        String::from_utf8_lossy(&out.stderr)
+}
+
+/// Runs a command through tests/lab/run.sh once, with a fresh status file; returns its
+/// output and what run.sh said about the lab.
+pub fn run_lab_once(cmd: &mut Command, stdin: &[u8]) -> (Output, LabVerdict) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = target_tmp_file("lab-status");
+    std::fs::create_dir_all(&dir).expect("the target's tmp dir is writable");
+    let status = dir.join(format!("{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&status);
+    cmd.env("ISOL_LAB_FAILURE_FILE", &status);
+    let out = run_with_stdin(cmd, stdin);
+    let verdict = lab_verdict(&status, out.status.code());
+    let _ = std::fs::remove_file(&status);
+    (out, verdict)
+}
+
+/// Runs a command through tests/lab/run.sh; when run.sh marked the lab itself as broken
+/// (see [`LabVerdict::Broke`]) the retry is reported (uncaptured, and logged to
+/// `<target>/tmp/isol-lab-retries.log`, which scripts/test.sh prints, counts and fails on
+/// past a few) and the command runs once more. Any other result is returned as it is.
+pub fn run_lab_retrying_lab_failures(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let (out, verdict) = run_lab_once(cmd, stdin);
+    let LabVerdict::Broke(why) = verdict else {
+        return out;
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    report(
+        RETRY_LOG,
+        &format!("RETRY test={test} why={why:?} cmd={cmd:?}"),
     );
-    run_with_stdin(cmd, stdin)
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "!!! the nested lab itself failed ({why}); running the command once more !!!\n{err}"
+    );
+    run_lab_once(cmd, stdin).0
 }
 
 /// The lab session directory shared by the test binaries of this build.
@@ -173,8 +223,13 @@ pub fn lab_session_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-session")
 }
 
+/// Seconds after which [`run_with_stdin`] kills a command and fails the test: a watchdog
+/// for hangs, far above any honest run (the lab's own limit is 600 s), never a speed check.
+pub const WATCHDOG_SECS: u64 = 1200;
+
 /// Runs `cmd` with piped streams, feeding `stdin` from a thread (so a command that writes a
-/// lot before reading cannot deadlock against us).
+/// lot before reading cannot deadlock against us). A command still running after
+/// [`WATCHDOG_SECS`] is killed and the test fails saying so.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -188,11 +243,91 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
         // The workload may exit without reading its stdin: a broken pipe is fine.
         let _ = input.write_all(&data);
     });
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let fired = done_rx
+            .recv_timeout(std::time::Duration::from_secs(WATCHDOG_SECS))
+            .is_err();
+        if fired {
+            // SAFETY: kill(2) has no memory effects; `pid` is our unreaped child (the
+            // parent has not been told it ended), so it names no other process.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        fired
+    });
     let out = child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"));
+    let _ = done_tx.send(());
+    let fired = watchdog.join().unwrap_or(false);
     let _ = writer.join();
+    assert!(
+        !fired,
+        "watchdog: {cmd:?} still ran after {WATCHDOG_SECS} s and was killed (a hang)\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
+}
+
+/// Runs ARGV where MODE's workloads run: on this host for container mode (and VM mode on
+/// hardware KVM), inside the nested lab for VM mode on a PVM host (retrying only what
+/// run.sh marks as a broken lab).
+pub fn run_where_mode_runs(mode: Mode, argv: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
+    require_root();
+    if mode == Mode::Vm && !in_lab() && kvm_kind() == KvmKind::Pvm {
+        let mut cmd = lab_command();
+        cmd.args(argv);
+        return run_lab_retrying_lab_failures(&mut cmd, stdin);
+    }
+    run_with_stdin(Command::new(argv[0]).args(&argv[1..]), stdin)
+}
+
+/// Runs `isol run --mode MODE ARGS...` and sends it SIGNAL (a name: "HUP") once the
+/// workload printed its first line, which must be exactly "ready" (the readiness
+/// handshake: the workload prints it after installing its trap). Output: isol's stdout
+/// (from "ready\n" on) and stderr, and its exit status. tests/support/signal_after_ready.py
+/// does the handshake, with a watchdog that fails with exit 99 and a message.
+pub fn signal_after_ready(mode: Mode, signal: &str, args: &[&str]) -> Output {
+    let driver = repo_root().join("tests/support/signal_after_ready.py");
+    let isol = isol_bin();
+    let watchdog = "600";
+    let mut argv: Vec<&std::ffi::OsStr> = vec![
+        "python3".as_ref(),
+        driver.as_os_str(),
+        signal.as_ref(),
+        watchdog.as_ref(),
+        isol.as_os_str(),
+        "run".as_ref(),
+        "--mode".as_ref(),
+        mode.as_str().as_ref(),
+    ];
+    argv.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_where_mode_runs(mode, &argv, b"")
+}
+
+/// Runs `isol run --mode MODE ARGS...` with its stdin on /dev/null (not an empty pipe),
+/// where MODE's workloads run.
+pub fn run_isol_stdin_null(mode: Mode, args: &[&str]) -> Output {
+    let isol = isol_bin();
+    let mut argv: Vec<&std::ffi::OsStr> = vec![
+        "sh".as_ref(),
+        "-c".as_ref(),
+        r#"exec "$0" "$@" </dev/null"#.as_ref(),
+        isol.as_os_str(),
+        "run".as_ref(),
+        "--mode".as_ref(),
+        mode.as_str().as_ref(),
+    ];
+    argv.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_where_mode_runs(mode, &argv, b"")
+}
+
+/// The host's CPU count as isol counts it (the CPUs this process may use).
+pub fn host_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .expect("the host's CPU count")
 }
 
 /// Asserts exit code, printing both streams when it differs.

@@ -15,19 +15,27 @@ use isol_vmm::{Machine, MachineConfig, MachineControl, MachineError, MachineExit
 
 const HELLO: &[u8] = b"Hello from isol tiny guest\n";
 
-/// Runs `body` in a child process; the parent asserts the child passed.
+#[path = "../../tests/support/gate.rs"]
+mod gate;
+
+/// Runs `body` in a child process (this binary re-run with `--exact NAME`); the parent
+/// asserts the child passed AND ran the body: the child writes NAME to the file named by
+/// `ISOL_VMM_TEST_CHILD` after the body returns, so a mistyped name, which libtest answers
+/// with "0 passed" and success, fails here.
 fn in_child(name: &str, body: fn()) {
-    if std::env::var_os("ISOL_VMM_TEST_CHILD").is_some() {
+    if let Some(done) = std::env::var_os("ISOL_VMM_TEST_CHILD") {
         body();
+        std::fs::write(done, name).expect("write the child's done file");
         return;
     }
-    if std::env::var_os("ISOL_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
-        eprintln!("!!! ISOL_SKIP_PRIVILEGED=1: SKIPPING privileged test {name} !!!");
+    if gate::skip_privileged(name) {
         return;
     }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let done = dir.path().join("done");
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("ISOL_VMM_TEST_CHILD", "1")
+        .env("ISOL_VMM_TEST_CHILD", &done)
         .output()
         .expect("re-run the test binary");
     assert!(
@@ -36,6 +44,12 @@ fn in_child(name: &str, body: fn()) {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&done).ok().as_deref(),
+        Some(name),
+        "child test {name} did not run its body (no such test?):\n{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 
@@ -184,16 +198,16 @@ fn test_machine_stop_from_another_thread_ends_spinning_and_halted_guests() {
                     std::thread::sleep(Duration::from_millis(200));
                     control.stop();
                 });
-                let start = Instant::now();
+                // The 30 s deadline is the watchdog: a stop that does not work ends the
+                // run with DeadlineExpired instead.
                 let exit = m
                     .run(Some(Instant::now() + Duration::from_secs(30)))
                     .unwrap();
                 stopper.join().unwrap();
-                assert_eq!(exit, MachineExit::Stopped, "{kernel}");
-                assert!(
-                    start.elapsed() < Duration::from_secs(3),
-                    "{kernel}: {:?}",
-                    start.elapsed()
+                assert_eq!(
+                    exit,
+                    MachineExit::Stopped,
+                    "{kernel}: stop() did not end the run"
                 );
             }
         },
