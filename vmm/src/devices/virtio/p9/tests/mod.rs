@@ -6,6 +6,7 @@ mod basic;
 mod escape;
 mod fuzz;
 mod malformed;
+mod policy;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -148,7 +149,17 @@ impl Client {
     /// A client of a new server of `root` (an existing directory the caller owns), attached
     /// as `uid`; `outer` is the root's parent.
     fn serving(root: &Path, read_only: bool, uid: u32) -> Client {
-        let srv = P9Server::new(root, read_only).unwrap();
+        Client::attached(P9Server::new(root, read_only).unwrap(), root, uid)
+    }
+
+    /// A client of a new read-write server of `root` in `group`, attached as uid 0.
+    fn in_group(root: &Path, group: &std::sync::Arc<super::ServerGroup>) -> Client {
+        let srv = P9Server::in_group(root, false, std::sync::Arc::clone(group)).unwrap();
+        Client::attached(srv, root, 0)
+    }
+
+    /// A client of `srv` (serving `root`), attached as `uid`.
+    fn attached(srv: P9Server, root: &Path, uid: u32) -> Client {
         let mut c = Client {
             _tmp: None,
             outer: root.parent().unwrap().to_path_buf(),
