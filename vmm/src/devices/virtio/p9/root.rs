@@ -5,8 +5,9 @@
 //! time of the lookup, follows no symlink (a trailing one is returned as itself, with
 //! `O_PATH | O_NOFOLLOW`) and no `/proc` magic link. Nothing else in the server resolves a
 //! path: operations act on a freshly resolved file, or on a freshly resolved parent
-//! directory plus one validated name (see [`SharePath`]). No directory fd outlives the
-//! request that resolved it, so a directory that moved out of the share (by the host, or
+//! directory plus one validated name (see [`SharePath`]). The root fd is the only fd a
+//! lookup ever starts from; the fds resolved for a request are dropped with it (open files
+//! are kept, for data only), so a directory that moved out of the share (by the host, or
 //! by the guest through another, overlapping share) can no longer be reached.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
