@@ -33,7 +33,7 @@ use crate::channel::host::{spawn_signal_forwarder, spawn_stdin_pump, spawn_watch
 use crate::channel::protocol::{volume_tag, ExitReport, CHANNEL_BASE, CHANNEL_LEN, ROOT_TAG};
 use crate::channel::{Channel, ChannelDevice, Outcome};
 use crate::devices::virtio::device::VIRTIO_IRQS;
-use crate::devices::virtio::p9::P9Server;
+use crate::devices::virtio::p9::{P9Server, ServerGroup};
 use crate::devices::virtio::{P9Device, VirtioSlot};
 use crate::initramfs::{write_initramfs, Contents, InitramfsError};
 use crate::kernel::{resolve_kernel, KernelError};
@@ -293,6 +293,8 @@ fn p9_devices(
     );
     let mut devices = Vec::with_capacity(shares.len());
     let mut cmdline = String::new();
+    // One lock and one fd budget for all shares of the VM (see p9::group).
+    let group = ServerGroup::for_vm();
     for (i, (tag, host, read_only)) in shares.into_iter().enumerate() {
         let err = |source: Box<dyn std::error::Error + Send + Sync>| match i {
             0 => VmError::Rootfs {
@@ -306,7 +308,8 @@ fn p9_devices(
             },
         };
         let slot = VirtioSlot::new(i).ok_or_else(|| err("no virtio-mmio slot left".into()))?;
-        let server = P9Server::new(host, read_only).map_err(|e| err(Box::new(e)))?;
+        let server = P9Server::in_group(host, read_only, std::sync::Arc::clone(&group))
+            .map_err(|e| err(Box::new(e)))?;
         let device = P9Device::new(&tag, Box::new(server)).map_err(|e| err(Box::new(e)))?;
         cmdline.push(' ');
         cmdline.push_str(&slot.cmdline());

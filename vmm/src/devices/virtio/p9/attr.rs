@@ -9,6 +9,12 @@ use super::host::{self, Kind, PATH_MAX};
 use super::wire::{Reader, Writer};
 use super::P9Server;
 
+/// The permission bits the guest may set on a file: all but set-user-ID and set-group-ID
+/// (volumes behave like a `nosuid` mount; the sticky bit stays).
+pub fn allowed_mode(mode: u32) -> u32 {
+    mode & 0o1777
+}
+
 /// Rgetattr's `valid`: the basic fields (`P9_STATS_BASIC`); no btime, gen, data version.
 const STATS_BASIC: u64 = 0x7ff;
 
@@ -81,9 +87,13 @@ impl P9Server {
     pub(super) fn getattr(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let fid = r.u32()?;
         let _mask = r.u64()?;
-        let node = &self.fids.get(fid)?.node;
-        let st = host::stat(node.fd())?;
-        let qid = self.qid(node);
+        let f = self.fids.get(fid)?;
+        // An open fid describes what it has open (which may be unlinked by now).
+        let st = match &f.open {
+            Some(open) => host::stat(open.file.as_fd())?,
+            None => self.root.node(&f.path)?.st,
+        };
+        let qid = self.qid(&st);
         let mut w = Writer::new(out);
         w.u64(STATS_BASIC).qid(&qid);
         w.u32(st.st_mode).u32(st.st_uid).u32(st.st_gid);
@@ -102,42 +112,68 @@ impl P9Server {
     }
 
     /// Tsetattr: `fid[4] valid[4] mode[4] uid[4] gid[4] size[8] atime[16] mtime[16]` →
-    /// nothing. Applies owner, then mode (so a chown does not clear set-id bits just
-    /// set), then size, then times (so explicit times win over the truncate's).
+    /// nothing. Everything is checked before anything changes; then size, owner, mode
+    /// (less set-id bits) and times are applied in that order. The share's root keeps its
+    /// owner and mode (`EPERM`), as the mount point of a bind mount would.
     pub(super) fn setattr(&mut self, r: &mut Reader<'_>) -> Result<(), Errno> {
         let fid = r.u32()?;
         let a = SetAttr::decode(r)?;
         self.writable()?;
         let f = self.fids.get(fid)?;
-        let node = &f.node;
+        if f.path.is_root() && (a.has(set::MODE) || a.has(set::UID) || a.has(set::GID)) {
+            return Err(Errno::EPERM);
+        }
+        // A fid open for writing is truncated through its open file, as Twrite writes
+        // through it; everything else acts on the file its path names now.
+        let open_w = f.open.as_ref().filter(|o| o.write);
+        let meta = set::MODE | set::UID | set::GID | set::ATIME | set::MTIME;
+        let node = match a.valid & meta != 0 || open_w.is_none() {
+            true => Some(self.root.node(&f.path)?),
+            false => None,
+        };
+        let kind = match (&node, open_w) {
+            (Some(n), _) => n.kind,
+            (None, Some(o)) => Kind::of(host::stat(o.file.as_fd())?.st_mode),
+            (None, None) => return Err(Errno::EBADF),
+        };
+        if a.has(set::MODE) && kind == Kind::Symlink {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let size = match (a.has(set::SIZE), kind) {
+            (false, _) => None,
+            (true, Kind::File) => Some(i64::try_from(a.size).map_err(|_| Errno::EFBIG)?),
+            (true, Kind::Dir) => return Err(Errno::EISDIR),
+            (true, _) => return Err(Errno::EINVAL),
+        };
+        let times = if a.has(set::ATIME) || a.has(set::MTIME) {
+            let atime = a.time(set::ATIME, set::ATIME_SET, a.atime)?;
+            let mtime = a.time(set::MTIME, set::MTIME_SET, a.mtime)?;
+            Some((atime, mtime))
+        } else {
+            None
+        };
+        if let Some(size) = size {
+            match (open_w, &node) {
+                (Some(open), _) => nix::unistd::ftruncate(open.file.as_fd(), size)?,
+                (None, Some(n)) => {
+                    let file = host::reopen(n.fd(), OFlag::O_WRONLY)?;
+                    nix::unistd::ftruncate(file.as_fd(), size)?
+                }
+                (None, None) => return Err(Errno::EBADF),
+            }
+        }
+        let Some(node) = node else {
+            return Ok(());
+        };
         if a.has(set::UID) || a.has(set::GID) {
             let uid = a.has(set::UID).then_some(a.uid);
             let gid = a.has(set::GID).then_some(a.gid);
             host::chown(node.fd(), uid, gid)?;
         }
         if a.has(set::MODE) {
-            if node.kind == Kind::Symlink {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            host::chmod(node.fd(), a.mode)?;
+            host::chmod(node.fd(), allowed_mode(a.mode))?;
         }
-        if a.has(set::SIZE) {
-            let size = i64::try_from(a.size).map_err(|_| Errno::EFBIG)?;
-            match (node.kind, f.open.as_ref()) {
-                (Kind::File, Some(open)) if open.write => {
-                    nix::unistd::ftruncate(open.file.as_fd(), size)?
-                }
-                (Kind::File, _) => {
-                    let file = host::reopen(node.fd(), OFlag::O_WRONLY)?;
-                    nix::unistd::ftruncate(file.as_fd(), size)?
-                }
-                (Kind::Dir, _) => return Err(Errno::EISDIR),
-                _ => return Err(Errno::EINVAL),
-            }
-        }
-        if a.has(set::ATIME) || a.has(set::MTIME) {
-            let atime = a.time(set::ATIME, set::ATIME_SET, a.atime)?;
-            let mtime = a.time(set::MTIME, set::MTIME_SET, a.mtime)?;
+        if let Some((atime, mtime)) = times {
             host::set_times(node.fd(), atime, mtime)?;
         }
         Ok(())
@@ -147,7 +183,7 @@ impl P9Server {
     /// ffree[8] fsid[8] namelen[4]` of the filesystem holding fid.
     pub(super) fn statfs(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let fid = r.u32()?;
-        let node = &self.fids.get(fid)?.node;
+        let node = self.root.node(&self.fids.get(fid)?.path)?;
         let fs = nix::sys::statfs::fstatfs(node.fd())?;
         let vfs = nix::sys::statvfs::fstatvfs(node.fd())?;
         let mut w = Writer::new(out);
@@ -167,7 +203,7 @@ impl P9Server {
     /// Treadlink: `fid[4]` → `target[s]`; `EINVAL` unless fid is a symlink.
     pub(super) fn readlink(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let fid = r.u32()?;
-        let node = &self.fids.get(fid)?.node;
+        let node = self.root.node(&self.fids.get(fid)?.path)?;
         if node.kind != Kind::Symlink {
             return Err(Errno::EINVAL);
         }

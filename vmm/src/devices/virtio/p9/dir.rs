@@ -1,44 +1,51 @@
 //! Directory changes: Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Tunlinkat,
-//! Tremove. Every name is one validated component; nothing is resolved through a symlink.
+//! Tremove. Each acts on a parent directory resolved beneath the root for this request
+//! and one validated name in it; nothing is resolved through a symlink.
 
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{Mode, SFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
-use super::fid::{self, Fid, Link, Node};
+use super::attr::allowed_mode;
 use super::host::{self, Kind, PATH_MAX};
+use super::path::{check_name, SharePath};
+use super::root::{inode, stat_at};
 use super::wire::{Reader, Writer};
 use super::P9Server;
 
 /// Tunlinkat's flag for removing a directory (Linux `AT_REMOVEDIR`).
 const AT_REMOVEDIR: u32 = 0x200;
 
-/// Gives the just-created `name` in directory fid `dir` its owner (the fid's uid, `gid`)
-/// and, unless it is a symlink, exactly the permission bits of `mode` (the host umask
-/// does not apply). Removes it again if that fails. Returns the new file.
-fn own_new(dir: &Fid, name: &[u8], gid: u32, mode: u32) -> Result<Node, Errno> {
-    let dirfd = dir.node.dir()?;
-    let link = Link {
-        dir: Arc::clone(&dir.node.fd),
-        name: name.to_vec(),
-    };
-    let node = Node::new(host::open_path(dirfd, name)?, Some(link))?;
-    let mut res = host::chown(node.fd(), dir.uid, Some(gid));
-    if res.is_ok() && node.kind != Kind::Symlink {
-        res = host::chmod(node.fd(), mode);
+/// Gives the just-created `name` in `dir` its owner (`uid`, `gid`) and, unless it is a
+/// symlink, exactly the permission bits of `mode` (the host umask does not apply; the
+/// caller stripped set-id bits). Removes it again if that fails. Returns its stat.
+fn own_new(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    uid: Option<u32>,
+    gid: u32,
+    mode: u32,
+) -> Result<FileStat, Errno> {
+    let fd = host::open_path(dir, name)?;
+    let kind = Kind::of(host::stat(fd.as_fd())?.st_mode);
+    let mut res = host::chown(fd.as_fd(), uid, Some(gid));
+    if res.is_ok() && kind != Kind::Symlink {
+        res = host::chmod(fd.as_fd(), mode);
     }
-    if let Err(e) = res {
-        let flag = match node.kind {
-            Kind::Dir => UnlinkatFlags::RemoveDir,
-            _ => UnlinkatFlags::NoRemoveDir,
-        };
-        let _ = nix::unistd::unlinkat(dirfd, name, flag);
-        return Err(e);
+    match res.and_then(|()| host::stat(fd.as_fd())) {
+        Ok(st) => Ok(st),
+        Err(e) => {
+            let flag = match kind {
+                Kind::Dir => UnlinkatFlags::RemoveDir,
+                _ => UnlinkatFlags::NoRemoveDir,
+            };
+            let _ = nix::unistd::unlinkat(dir, name, flag);
+            Err(e)
+        }
     }
-    Ok(node)
 }
 
 /// The host file type Tmknod may create for `mode`: regular files, FIFOs and sockets.
@@ -52,25 +59,44 @@ fn mknod_kind(mode: u32) -> Result<SFlag, Errno> {
     }
 }
 
+/// The flag that removes a file of `st`'s type.
+fn unlink_flag(st: &FileStat) -> UnlinkatFlags {
+    match Kind::of(st.st_mode) {
+        Kind::Dir => UnlinkatFlags::RemoveDir,
+        _ => UnlinkatFlags::NoRemoveDir,
+    }
+}
+
 impl P9Server {
-    /// The directory fid `n` as an fd, or `ENOTDIR`/`EBADF`.
-    fn dir_fid(&self, n: u32) -> Result<&Fid, Errno> {
+    /// The path of fid `n` and its uid.
+    fn fid_path(&self, n: u32) -> Result<(SharePath, Option<u32>), Errno> {
         let f = self.fids.get(n)?;
-        f.node.dir()?;
-        Ok(f)
+        Ok((f.path.clone(), f.uid))
+    }
+
+    /// The path of fid `n`, checked to still name the file the fid was walked to
+    /// (`ENOENT` if it names another file now; `EINVAL` for the root).
+    fn fid_file(&self, n: u32) -> Result<SharePath, Errno> {
+        let f = self.fids.get(n)?;
+        let (dir, name) = self.root.parent(&f.path)?;
+        if inode(&stat_at(dir.as_fd(), name)?) != f.inode {
+            return Err(Errno::ENOENT);
+        }
+        Ok(f.path.clone())
     }
 
     /// Tmkdir: `dfid[4] name[s] mode[4] gid[4]` → `qid`.
     pub(super) fn mkdir(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let dfid = r.u32()?;
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         let (mode, gid) = (r.u32()?, r.u32()?);
         self.writable()?;
-        let d = self.dir_fid(dfid)?;
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
-        nix::sys::stat::mkdirat(d.node.fd(), name, perm)?;
-        let node = own_new(d, name, gid, mode)?;
-        Writer::new(out).qid(&self.qid(&node));
+        let (path, uid) = self.fid_path(dfid)?;
+        let dir = self.root.dir(&path)?;
+        let mode = allowed_mode(mode);
+        nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(mode))?;
+        let st = own_new(dir.as_fd(), name, uid, gid, mode)?;
+        Writer::new(out).qid(&self.qid(&st));
         Ok(())
     }
 
@@ -78,7 +104,7 @@ impl P9Server {
     /// the server never follows it (the guest kernel resolves symlinks itself).
     pub(super) fn symlink(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let dfid = r.u32()?;
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         let target = r.string()?;
         let gid = r.u32()?;
         self.writable()?;
@@ -88,26 +114,29 @@ impl P9Server {
         if target.len() >= PATH_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        let d = self.dir_fid(dfid)?;
-        nix::unistd::symlinkat(target, d.node.fd(), name)?;
-        let node = own_new(d, name, gid, 0)?;
-        Writer::new(out).qid(&self.qid(&node));
+        let (path, uid) = self.fid_path(dfid)?;
+        let dir = self.root.dir(&path)?;
+        nix::unistd::symlinkat(target, dir.as_fd(), name)?;
+        let st = own_new(dir.as_fd(), name, uid, gid, 0)?;
+        Writer::new(out).qid(&self.qid(&st));
         Ok(())
     }
 
     /// Tmknod: `dfid[4] name[s] mode[4] major[4] minor[4] gid[4]` → `qid`. Regular
-    /// files, FIFOs and sockets only; device nodes get `EPERM`.
+    /// files, FIFOs and sockets only; device nodes get `EPERM` (volumes are `nodev`).
     pub(super) fn mknod(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let dfid = r.u32()?;
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         let (mode, _major, _minor, gid) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
         self.writable()?;
         let kind = mknod_kind(mode)?;
-        let d = self.dir_fid(dfid)?;
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
-        nix::sys::stat::mknodat(d.node.fd(), name, kind, perm, 0)?;
-        let node = own_new(d, name, gid, mode)?;
-        Writer::new(out).qid(&self.qid(&node));
+        let (path, uid) = self.fid_path(dfid)?;
+        let dir = self.root.dir(&path)?;
+        let mode = allowed_mode(mode);
+        let perm = Mode::from_bits_truncate(mode);
+        nix::sys::stat::mknodat(dir.as_fd(), name, kind, perm, 0)?;
+        let st = own_new(dir.as_fd(), name, uid, gid, mode)?;
+        Writer::new(out).qid(&self.qid(&st));
         Ok(())
     }
 
@@ -115,50 +144,56 @@ impl P9Server {
     /// directory) as `name` in dfid.
     pub(super) fn link(&mut self, r: &mut Reader<'_>) -> Result<(), Errno> {
         let (dfid, fid) = (r.u32()?, r.u32()?);
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         self.writable()?;
-        let d = self.dir_fid(dfid)?;
-        let src = &self.fids.get(fid)?.node;
-        if src.kind == Kind::Dir {
+        let (dpath, _) = self.fid_path(dfid)?;
+        let (spath, _) = self.fid_path(fid)?;
+        let dir = self.root.dir(&dpath)?;
+        let (sdir, sname) = self.root.parent(&spath).map_err(|_| Errno::EPERM)?;
+        if Kind::of(stat_at(sdir.as_fd(), sname)?.st_mode) == Kind::Dir {
             return Err(Errno::EPERM);
         }
-        nix::unistd::linkat(src.fd(), "", d.node.fd(), name, AtFlags::AT_EMPTY_PATH)
+        let flags = AtFlags::empty();
+        nix::unistd::linkat(sdir.as_fd(), sname, dir.as_fd(), name, flags)
     }
 
-    /// Trename: `fid[4] dfid[4] name[s]` → nothing. Moves fid's file (by the name it was
-    /// walked to, if that still names it) to `name` in dfid.
+    /// Moves `old` to `new` (both under the root; neither is the root) and every fid at
+    /// or below `old` with it.
+    fn move_path(&mut self, old: &SharePath, new: &SharePath) -> Result<(), Errno> {
+        let (odir, oname) = self.root.parent(old)?;
+        let (ndir, nname) = self.root.parent(new)?;
+        nix::fcntl::renameat(odir.as_fd(), oname, ndir.as_fd(), nname)?;
+        self.fids.rebase(old, new);
+        Ok(())
+    }
+
+    /// Trename: `fid[4] dfid[4] name[s]` → nothing. Moves fid's file to `name` in dfid.
     pub(super) fn rename(&mut self, r: &mut Reader<'_>) -> Result<(), Errno> {
         let (fid, dfid) = (r.u32()?, r.u32()?);
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         self.writable()?;
-        let d = self.dir_fid(dfid)?;
-        let link = self.fids.get(fid)?.node.checked_link()?;
-        nix::fcntl::renameat(link.dir.as_ref(), link.name.as_slice(), d.node.fd(), name)?;
-        let new_link = Link {
-            dir: Arc::clone(&d.node.fd),
-            name: name.to_vec(),
-        };
-        self.fids.get_mut(fid)?.node.link = Some(new_link);
-        Ok(())
+        let old = self.fid_file(fid)?;
+        let new = self.fid_path(dfid)?.0.join(name)?;
+        self.move_path(&old, &new)
     }
 
     /// Trenameat: `olddirfid[4] oldname[s] newdirfid[4] newname[s]` → nothing.
     pub(super) fn renameat(&mut self, r: &mut Reader<'_>) -> Result<(), Errno> {
         let old_dir = r.u32()?;
-        let old_name = fid::check_name(r.string()?)?;
+        let old_name = check_name(r.string()?)?;
         let new_dir = r.u32()?;
-        let new_name = fid::check_name(r.string()?)?;
+        let new_name = check_name(r.string()?)?;
         self.writable()?;
-        let old = self.dir_fid(old_dir)?.node.fd();
-        let new = self.dir_fid(new_dir)?.node.fd();
-        nix::fcntl::renameat(old, old_name, new, new_name)
+        let old = self.fid_path(old_dir)?.0.join(old_name)?;
+        let new = self.fid_path(new_dir)?.0.join(new_name)?;
+        self.move_path(&old, &new)
     }
 
     /// Tunlinkat: `dirfd[4] name[s] flags[4]` → nothing. `flags` may only be
     /// `AT_REMOVEDIR`.
     pub(super) fn unlinkat(&mut self, r: &mut Reader<'_>) -> Result<(), Errno> {
         let dfid = r.u32()?;
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         let flags = r.u32()?;
         self.writable()?;
         let flag = match flags {
@@ -166,21 +201,21 @@ impl P9Server {
             AT_REMOVEDIR => UnlinkatFlags::RemoveDir,
             _ => return Err(Errno::EINVAL),
         };
-        let d = self.dir_fid(dfid)?;
-        nix::unistd::unlinkat(d.node.fd(), name, flag)
+        let dir = self.root.dir(&self.fid_path(dfid)?.0)?;
+        nix::unistd::unlinkat(dir.as_fd(), name, flag)
     }
 
-    /// Tremove: `fid[4]` → nothing. Removes fid's file by the name it was walked to (if
-    /// that still names it; `EINVAL` for the root) and clunks the fid, even on failure.
+    /// Tremove: `fid[4]` → nothing. Removes fid's file (`EBUSY` for the root) and clunks
+    /// the fid, even on failure.
     pub(super) fn remove(&mut self, r: &mut Reader<'_>) -> Result<(), Errno> {
         let fid = r.u32()?;
         let f = self.fids.remove(fid)?;
         self.writable()?;
-        let link = f.node.checked_link()?;
-        let flag = match f.node.kind {
-            Kind::Dir => UnlinkatFlags::RemoveDir,
-            _ => UnlinkatFlags::NoRemoveDir,
-        };
-        nix::unistd::unlinkat(link.dir.as_ref(), link.name.as_slice(), flag)
+        let (dir, name) = self.root.parent(&f.path)?;
+        let st = stat_at(dir.as_fd(), name)?;
+        if inode(&st) != f.inode {
+            return Err(Errno::ENOENT);
+        }
+        nix::unistd::unlinkat(dir.as_fd(), name, unlink_flag(&st))
     }
 }

@@ -1,16 +1,19 @@
 //! Open files: Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync, Tlock, Tgetlock.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::fid::{self, Fid, Link, Node, Open};
+use super::fid::Open;
+use super::group::FdSlot;
 use super::host::{self, Kind};
+use super::path::check_name;
+use super::root::{inode, Node};
 use super::wire::{self, Qid, Reader, Writer, HEADER_LEN};
-use super::P9Server;
+use super::{attr, P9Server};
 
 /// 9P2000.L open flags (`P9_DOTL_*`, the Linux x86_64 `O_*` values).
 mod l {
@@ -61,7 +64,8 @@ fn mutating(flags: u32) -> bool {
 }
 
 /// Opens `node` with 9P2000.L `flags`: regular files and (read-only) directories only.
-fn open_node(node: &Node, flags: u32) -> Result<Open, Errno> {
+/// `slot` is the open file's place in the VM's fd budget.
+fn open_node(node: &Node, flags: u32, slot: FdSlot) -> Result<Open, Errno> {
     let (oflags, write) = host_flags(flags)?;
     let file = match node.kind {
         Kind::Dir if mutating(flags) => return Err(Errno::EISDIR),
@@ -71,7 +75,11 @@ fn open_node(node: &Node, flags: u32) -> Result<Open, Errno> {
         Kind::Symlink => return Err(Errno::ELOOP),
         Kind::Other => return Err(Errno::ENXIO),
     };
-    Ok(Open { file, write })
+    Ok(Open {
+        file,
+        write,
+        _slot: slot,
+    })
 }
 
 /// An offset from the wire as a host `off_t`.
@@ -91,8 +99,9 @@ impl P9Server {
         if f.open.is_some() {
             return Err(Errno::EBADF);
         }
-        let open = open_node(&f.node, flags)?;
-        let qid = self.qid(&f.node);
+        let node = self.root.node(&f.path)?;
+        let open = open_node(&node, flags, self.group.take_slot()?)?;
+        let qid = self.qid(&node.st);
         self.fids.get_mut(fid)?.open = Some(open);
         reply_open(out, &qid);
         Ok(())
@@ -103,7 +112,7 @@ impl P9Server {
     /// new file, open. Without `O_EXCL` an existing regular file is opened instead.
     pub(super) fn lcreate(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let fid = r.u32()?;
-        let name = fid::check_name(r.string()?)?;
+        let name = check_name(r.string()?)?;
         let flags = r.u32()?;
         let mode = r.u32()?;
         let gid = r.u32()?;
@@ -112,17 +121,32 @@ impl P9Server {
         if f.open.is_some() {
             return Err(Errno::EBADF);
         }
-        let (node, open) = match create_file(f, name, flags, mode, gid) {
+        let path = f.path.join(name)?;
+        self.fids.check_room(path.len())?;
+        let slot = self.group.take_slot()?;
+        let dir = self.root.dir(&f.path)?;
+        let (st, open) = match create_file(dir.as_fd(), f.uid, name, flags, mode, gid) {
             Err(Errno::EEXIST) if flags & l::EXCL == 0 => {
-                let node = fid::step(&self.root, &f.node, name)?;
-                let open = open_node(&node, flags)?;
-                (node, open)
+                let node = self.root.node(&path)?;
+                let open = open_node(&node, flags, slot)?;
+                (node.st, open)
             }
-            other => other?,
+            other => {
+                let (st, file, write) = other?;
+                (
+                    st,
+                    Open {
+                        file,
+                        write,
+                        _slot: slot,
+                    },
+                )
+            }
         };
-        let qid = self.qid(&node);
+        let qid = self.qid(&st);
+        self.fids.set_path(fid, path)?;
         let f = self.fids.get_mut(fid)?;
-        f.node = node;
+        f.inode = inode(&st);
         f.open = Some(open);
         reply_open(out, &qid);
         Ok(())
@@ -199,8 +223,16 @@ impl P9Server {
     ) -> Result<(), Errno> {
         let f = self.fids.get(fid)?;
         let dir = &f.opened()?.file;
-        f.node.dir()?;
-        let at_root = f.node.same_file(&self.root);
+        // Listed only while its path still names it: a directory moved out of the share
+        // since it was opened is not listed.
+        let st = host::stat(dir.as_fd())?;
+        if Kind::of(st.st_mode) != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !self.root.node(&f.path)?.is(&st) {
+            return Err(Errno::ENOENT);
+        }
+        let at_root = f.path.is_root();
         host::seek_dir(dir, cookie)?;
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
@@ -291,35 +323,34 @@ impl P9Server {
     }
 }
 
-/// Creates regular file `name` in directory `dir` as Tlcreate asks, owned by the fid's
-/// uid and `gid`, with exactly `mode`'s permission bits (the host umask does not apply).
+/// Creates regular file `name` (validated) in directory `dir` as Tlcreate asks, owned by
+/// `uid` and `gid`, with exactly `mode`'s permission bits less set-user-ID and
+/// set-group-ID (the host umask does not apply). Returns its stat, the open file and
+/// whether it is open for writing; leaves nothing behind on failure.
 fn create_file(
-    dir: &Fid,
+    dir: BorrowedFd<'_>,
+    uid: Option<u32>,
     name: &[u8],
     flags: u32,
     mode: u32,
     gid: u32,
-) -> Result<(Node, Open), Errno> {
-    let dirfd = dir.node.dir()?;
+) -> Result<(nix::sys::stat::FileStat, std::fs::File, bool), Errno> {
     let (oflags, write) = host_flags(flags)?;
+    let mode = attr::allowed_mode(mode);
     let create = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let perm = Mode::from_bits_truncate(mode & 0o7777);
-    let fd = nix::fcntl::openat(dirfd, name, oflags | create, perm)?;
-    let link = Link {
-        dir: std::sync::Arc::clone(&dir.node.fd),
-        name: name.to_vec(),
-    };
-    let node_fd: OwnedFd = nix::unistd::dup(fd.as_fd())?;
-    let node = Node::new(node_fd, Some(link))?;
-    let owned =
-        host::chown(node.fd(), dir.uid, Some(gid)).and_then(|()| host::chmod(node.fd(), mode));
-    if let Err(e) = owned {
-        // Do not leave a file with the wrong owner behind.
-        let _ = nix::unistd::unlinkat(dirfd, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-        return Err(e);
+    let perm = Mode::from_bits_truncate(mode);
+    let fd = nix::fcntl::openat(dir, name, oflags | create, perm)?;
+    let owned = host::chown(fd.as_fd(), uid, Some(gid))
+        .and_then(|()| host::chmod(fd.as_fd(), mode))
+        .and_then(|()| host::stat(fd.as_fd()));
+    match owned {
+        Ok(st) => Ok((st, std::fs::File::from(fd), write)),
+        Err(e) => {
+            // Do not leave a file with the wrong owner behind.
+            let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            Err(e)
+        }
     }
-    let file = std::fs::File::from(fd);
-    Ok((node, Open { file, write }))
 }
 
 /// Rlopen/Rlcreate body: the qid and an iounit of 0 (the client uses msize).

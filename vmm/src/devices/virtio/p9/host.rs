@@ -1,7 +1,8 @@
-//! Thin host syscall layer for the 9P server: every path the server hands to the kernel is
-//! either one validated name relative to a directory fd (never followed if a symlink), the
-//! empty path with `AT_EMPTY_PATH`, or `/proc/self/fd/N` of an fd the server holds (a magic
-//! link that resolves to exactly that inode, so it cannot lead anywhere else).
+//! Thin host syscall layer for the 9P server: every path the server hands to the kernel here
+//! is either one validated name relative to a directory fd just resolved beneath the root
+//! (never followed if a symlink), the empty path with `AT_EMPTY_PATH`, or `/proc/self/fd/N`
+//! of an fd the server holds (a magic link that resolves to exactly that inode, so it
+//! cannot lead anywhere else). Paths of more than one name go through [`super::root`].
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -50,13 +51,6 @@ pub fn errno(e: &std::io::Error) -> Errno {
 pub fn open_path(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     nix::fcntl::openat(dir, name, flags, Mode::empty())
-}
-
-/// The parent of directory `dir` as an `O_PATH` fd (the caller has checked that `dir` is
-/// not the served root).
-pub fn open_parent(dir: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
-    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    nix::fcntl::openat(dir, "..", flags, Mode::empty())
 }
 
 /// `/proc/self/fd/N` for `fd`.

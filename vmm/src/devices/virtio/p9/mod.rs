@@ -2,13 +2,26 @@
 //!
 //! The guest kernel mounts it with `-t 9p -o trans=virtio,version=9p2000.L,cache=none,
 //! access=client`; each request is one T-message and gets exactly one R-message, `Rlerror`
-//! with a Linux errno on any failure. The guest is untrusted:
-//! - every file is reached one validated name at a time from the root with `O_NOFOLLOW`
-//!   (see [`fid`]); symlinks are never followed on the host and `..` stops at the root;
+//! with a Linux errno on any failure. The guest kernel is hostile (it owns the rings and can
+//! send any sequence of messages), and the host may move the tree while it is served:
+//! - a fid is a path relative to the root ([`path`]), `..` a lexical pop stopping at the
+//!   root; every request re-resolves it from the root fd with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` ([`root`]) and acts on that file or on
+//!   its freshly resolved parent plus one validated name. The kernel, not an identity
+//!   check, keeps every lookup beneath the root, so nested or overlapping shares and
+//!   directories moved out of the share by the host cannot lead outside it;
+//! - the servers of one VM run one request at a time between them ([`group`]), so the
+//!   guest cannot move a parent through another share between resolving it and using it;
 //! - only regular files and directories are ever opened (FIFOs, sockets and devices get
-//!   `ENXIO`), through `/proc/self/fd/N` of the fid's own fd so the inode is the one checked;
-//! - lengths are bounded by the negotiated msize before anything is allocated, and a reply
-//!   never exceeds `min(msize, reply_capacity)`;
+//!   `ENXIO`), through `/proc/self/fd/N` of a just-checked `O_PATH` fd so the inode opened
+//!   is the one checked; an open directory is listed only while its path still names it;
+//! - volumes behave like a `nosuid,nodev` bind mount: set-user-ID and set-group-ID bits are
+//!   stripped from every mode the guest sets, device nodes cannot be made, and the root's
+//!   own mode and owner cannot be changed;
+//! - lengths are bounded by the negotiated msize before anything is allocated; a request
+//!   with an effect (a new fid, a new file) whose reply could not fit in
+//!   `min(msize, reply_capacity)` fails with `EMSGSIZE` before it has any;
+//! - fids are bounded per server (count and path bytes), open files per VM ([`group`]);
 //! - a read-only server answers every mutating request with `EROFS`.
 //!
 //! Files the guest creates get the uid of the fid's attach and the gid of the request, as
@@ -18,7 +31,10 @@ mod attr;
 mod dir;
 mod fid;
 mod file;
+mod group;
 mod host;
+mod path;
+mod root;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -26,13 +42,16 @@ mod wire;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
 
-use self::fid::{FidTable, Node};
+use self::fid::FidTable;
+pub use self::group::ServerGroup;
 use self::host::Kind;
+use self::root::Root;
 use self::wire::{Qid, Reader, HEADER_LEN, LERROR_LEN, NOTAG};
 use crate::devices::virtio::RequestHandler;
 
@@ -63,7 +82,8 @@ pub enum P9Error {
 
 /// A 9P2000.L server for one host directory.
 pub struct P9Server {
-    root: Node,
+    root: Root,
+    group: Arc<ServerGroup>,
     read_only: bool,
     msize: u32,
     fids: FidTable,
@@ -75,6 +95,7 @@ impl std::fmt::Debug for P9Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("P9Server")
             .field("root_ino", &self.root.ino)
+            .field("group", &self.group)
             .field("read_only", &self.read_only)
             .field("msize", &self.msize)
             .field("fids", &self.fids.count())
@@ -83,9 +104,20 @@ impl std::fmt::Debug for P9Server {
 }
 
 impl P9Server {
-    /// Serves `root` (must be an existing directory). `read_only`: every mutating request
-    /// gets `EROFS`.
+    /// Serves `root` (must be an existing directory) on its own: a group of one server
+    /// with the whole VM's fd budget (see [`P9Server::in_group`]).
     pub fn new(root: &Path, read_only: bool) -> Result<P9Server, P9Error> {
+        P9Server::in_group(root, read_only, ServerGroup::for_vm())
+    }
+
+    /// Serves `root` (must be an existing directory) as one of the servers of `group`
+    /// (all servers of one VM share one group). `read_only`: every mutating request gets
+    /// `EROFS`.
+    pub fn in_group(
+        root: &Path,
+        read_only: bool,
+        group: Arc<ServerGroup>,
+    ) -> Result<P9Server, P9Error> {
         let open_err = |source| P9Error::OpenRoot {
             path: root.to_path_buf(),
             source,
@@ -93,14 +125,15 @@ impl P9Server {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let fd: OwnedFd =
             nix::fcntl::openat(AT_FDCWD, root, flags, Mode::empty()).map_err(open_err)?;
-        let node = Node::new(fd, None).map_err(open_err)?;
-        if node.kind != Kind::Dir {
+        let (root_fd, kind) = Root::new(fd).map_err(open_err)?;
+        if kind != Kind::Dir {
             return Err(P9Error::NotDirectory {
                 path: root.to_path_buf(),
             });
         }
         Ok(P9Server {
-            root: node,
+            root: root_fd,
+            group,
             read_only,
             msize: MAX_MSIZE,
             fids: FidTable::default(),
@@ -117,18 +150,19 @@ impl P9Server {
         }
     }
 
-    /// The qid of `node`. The qid path is the inode number, with the device mixed into
-    /// the top bits for files on another filesystem than the root's.
-    fn qid(&self, node: &Node) -> Qid {
-        let ty = match node.kind {
+    /// The qid of the file `st` describes. The qid path is the inode number, with the
+    /// device mixed into the top bits for files on another filesystem than the root's.
+    fn qid(&self, st: &nix::sys::stat::FileStat) -> Qid {
+        let ty = match Kind::of(st.st_mode) {
             Kind::Dir => wire::QT_DIR,
             Kind::Symlink => wire::QT_SYMLINK,
             Kind::File | Kind::Other => wire::QT_FILE,
         };
-        let path = if node.dev == self.root.dev {
-            node.ino
+        let (dev, ino) = (st.st_dev, st.st_ino);
+        let path = if dev == self.root.dev {
+            ino
         } else {
-            node.ino ^ (node.dev.wrapping_mul(0x9e37_79b9_7f4a_7c15) & 0xffff_0000_0000_0000)
+            ino ^ (dev.wrapping_mul(0x9e37_79b9_7f4a_7c15) & 0xffff_0000_0000_0000)
         };
         Qid {
             ty,
@@ -182,6 +216,17 @@ impl P9Server {
     }
 }
 
+#[cfg(test)]
+impl P9Server {
+    /// Every fd the server holds between requests: its root and the files fids opened.
+    fn held_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut v = vec![self.root.fd().as_raw_fd()];
+        v.extend(self.fids.open_files().map(|f| f.as_fd().as_raw_fd()));
+        v
+    }
+}
+
 impl RequestHandler for P9Server {
     fn handle(&mut self, request: &[u8], reply_capacity: usize, reply: &mut Vec<u8>) {
         reply.clear();
@@ -210,7 +255,15 @@ impl RequestHandler for P9Server {
             wire::lerror(reply, tag, Errno::EINVAL);
             return;
         }
-        let mut body = Reader::new(&request[HEADER_LEN..size]);
+        let body = &request[HEADER_LEN..size];
+        if wire::reply_bound(ty, body).is_some_and(|b| HEADER_LEN + b > limit) {
+            // Refused before it has any effect: no fid set, no file made.
+            wire::lerror(reply, tag, Errno::EMSGSIZE);
+            return;
+        }
+        let group = Arc::clone(&self.group);
+        let _serialised = group.serialise();
+        let mut body = Reader::new(body);
         wire::begin(reply, ty.wrapping_add(1), tag);
         match self.dispatch(ty, &mut body, limit, reply) {
             Ok(()) if reply.len() <= limit => wire::finish(reply),

@@ -2,14 +2,15 @@
 
 use nix::errno::Errno;
 
-use super::fid::{self, Fid};
-use super::wire::{Reader, Writer, NOFID};
+use super::fid::Fid;
+use super::host::Kind;
+use super::path::SharePath;
+use super::root::inode;
+use super::wire::{Reader, Writer, MAX_WALK, NOFID};
 use super::{P9Server, MAX_MSIZE, MIN_MSIZE};
 
 /// The only protocol version served.
 const VERSION_L: &[u8] = b"9P2000.L";
-/// Twalk's limit on names per message (`MAXWELEM`).
-pub const MAX_WALK: u16 = 16;
 /// The numeric uid meaning "none given" (Linux `INVALID_UID`).
 const NO_UID: u32 = u32::MAX;
 
@@ -45,15 +46,19 @@ impl P9Server {
             return Err(Errno::EINVAL);
         }
         self.fids.check_free(fid)?;
-        let node = self.root.clone();
-        let qid = self.qid(&node);
+        let root = self.root.node(&SharePath::root())?;
+        let qid = self.qid(&root.st);
         let uid = (n_uname != NO_UID).then_some(n_uname);
+        let path = SharePath::root();
+        let inode = inode(&root.st);
+        let open = None;
         self.fids.insert(
             fid,
             Fid {
-                node,
+                path,
+                inode,
                 uid,
-                open: None,
+                open,
             },
         );
         Writer::new(out).qid(&qid);
@@ -62,7 +67,8 @@ impl P9Server {
 
     /// Twalk: `fid[4] newfid[4] nwname[2] nwname*(wname[s])` → `nwqid[2] nwqid*(qid)`.
     /// Stops at the first name that fails: an error if it is the first, else the qids of
-    /// the names that succeeded, and newfid is only set if every name succeeded.
+    /// the names that succeeded, and newfid is only set if every name succeeded. Each
+    /// step is resolved from the root (`..` pops a name, see [`SharePath::step`]).
     pub(super) fn walk(&mut self, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let fid = r.u32()?;
         let newfid = r.u32()?;
@@ -74,31 +80,46 @@ impl P9Server {
         for name in names.iter_mut().take(usize::from(nwname)) {
             *name = r.string()?;
         }
+        let names = &names[..usize::from(nwname)];
         let start = self.fids.get(fid)?;
-        let uid = start.uid;
+        let (uid, mut id) = (start.uid, start.inode);
         if newfid != fid {
             self.fids.check_free(newfid)?;
         }
-        let mut cur = start.node.clone();
-        let mut qids = Vec::with_capacity(usize::from(nwname));
-        for name in &names[..usize::from(nwname)] {
-            match fid::step(&self.root, &cur, name) {
-                Ok(next) => {
-                    qids.push(self.qid(&next));
-                    cur = next;
+        let mut cur = start.path.clone();
+        let mut qids = Vec::with_capacity(names.len());
+        if !names.is_empty() {
+            let mut kind = self.root.node(&cur)?.kind;
+            for name in names {
+                let next = match kind {
+                    Kind::Dir => cur.step(name).and_then(|p| Ok((self.root.node(&p)?, p))),
+                    _ => Err(Errno::ENOTDIR),
+                };
+                match next {
+                    Ok((node, path)) => {
+                        qids.push(self.qid(&node.st));
+                        kind = node.kind;
+                        id = inode(&node.st);
+                        cur = path;
+                    }
+                    Err(e) if qids.is_empty() => return Err(e),
+                    Err(_) => break,
                 }
-                Err(e) if qids.is_empty() => return Err(e),
-                Err(_) => break,
             }
         }
         // A walk of no names onto itself changes nothing (and keeps the fid open).
-        let noop = nwname == 0 && newfid == fid;
-        if qids.len() == usize::from(nwname) && !noop {
+        let noop = names.is_empty() && newfid == fid;
+        if qids.len() == names.len() && !noop {
+            // Walking a fid onto itself replaces it (closing what it had open).
+            self.fids.check_room(cur.len())?;
             let open = None;
+            let path = cur;
+            let inode = id;
             self.fids.insert(
                 newfid,
                 Fid {
-                    node: cur,
+                    path,
+                    inode,
                     uid,
                     open,
                 },

@@ -13,6 +13,8 @@ pub const NOTAG: u16 = 0xffff;
 pub const NOFID: u32 = 0xffff_ffff;
 /// Bytes of an encoded qid.
 pub const QID_LEN: usize = 13;
+/// Twalk's limit on names per message (`MAXWELEM`).
+pub const MAX_WALK: u16 = 16;
 
 /// Qid type of a directory.
 pub const QT_DIR: u8 = 0x80;
@@ -203,6 +205,25 @@ pub fn lerror(reply: &mut Vec<u8>, tag: u16, errno: Errno) {
 
 /// Bytes of an Rlerror.
 pub const LERROR_LEN: usize = HEADER_LEN + 4;
+
+/// The most bytes the reply body to a request of type `ty` with `body` can take, for the
+/// requests that have an effect (a fid, a file, a session) and a reply bigger than an
+/// Rlerror; `None` for the others (their reply is bounded as it is built, or always fits).
+/// The server refuses a request whose bound does not fit before running it.
+pub fn reply_bound(ty: u8, body: &[u8]) -> Option<usize> {
+    match ty {
+        // msize[4] version[s] (at most "9P2000.L").
+        t::VERSION => Some(4 + 2 + 8),
+        t::ATTACH | t::MKDIR | t::SYMLINK | t::MKNOD => Some(QID_LEN),
+        t::LOPEN | t::LCREATE => Some(QID_LEN + 4),
+        t::WALK => {
+            // fid[4] newfid[4] nwname[2]: at most 16 qids come back (more is refused).
+            let n = u16::from_le_bytes(body.get(8..10)?.try_into().ok()?);
+            Some(2 + QID_LEN * usize::from(n.min(MAX_WALK)))
+        }
+        _ => None,
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,10 @@
 //! `<tmp>/secret` sits just outside it to detect escapes. Runs as root (chown).
 
 mod basic;
+mod escape;
 mod fuzz;
 mod malformed;
+mod policy;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -119,7 +121,7 @@ struct Dirent {
 
 /// A test client over a server serving `<tmp>/root`, attached as fid 0.
 struct Client {
-    _tmp: TempDir,
+    _tmp: Option<TempDir>,
     outer: PathBuf,
     root: PathBuf,
     srv: P9Server,
@@ -138,11 +140,30 @@ impl Client {
         let root = outer.join("root");
         std::fs::create_dir(&root).unwrap();
         std::fs::write(outer.join("secret"), SECRET).unwrap();
-        let srv = P9Server::new(&root, read_only).unwrap();
+        let mut c = Client::serving(&root, read_only, uid);
+        c._tmp = Some(tmp);
+        c.outer = outer;
+        c
+    }
+
+    /// A client of a new server of `root` (an existing directory the caller owns), attached
+    /// as `uid`; `outer` is the root's parent.
+    fn serving(root: &Path, read_only: bool, uid: u32) -> Client {
+        Client::attached(P9Server::new(root, read_only).unwrap(), root, uid)
+    }
+
+    /// A client of a new read-write server of `root` in `group`, attached as uid 0.
+    fn in_group(root: &Path, group: &std::sync::Arc<super::ServerGroup>) -> Client {
+        let srv = P9Server::in_group(root, false, std::sync::Arc::clone(group)).unwrap();
+        Client::attached(srv, root, 0)
+    }
+
+    /// A client of `srv` (serving `root`), attached as `uid`.
+    fn attached(srv: P9Server, root: &Path, uid: u32) -> Client {
         let mut c = Client {
-            _tmp: tmp,
-            outer,
-            root,
+            _tmp: None,
+            outer: root.parent().unwrap().to_path_buf(),
+            root: root.to_path_buf(),
             srv,
             cap: MAX_MSIZE as usize,
         };
