@@ -20,7 +20,7 @@ use super::protocol::{
 };
 use super::state::{Channel, Outcome};
 use crate::control::MachineControl;
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 
 /// The channel device on the port bus.
 pub struct ChannelDevice {
@@ -217,11 +217,14 @@ impl ChannelDevice {
     }
 }
 
-impl PioDevice for ChannelDevice {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for ChannelDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // The bus gives offsets inside the channel's 32 ports; anything else is bad.
+        let offset = u16::try_from(offset).unwrap_or(u16::MAX);
         ChannelDevice::read(self, offset, data);
     }
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let offset = u16::try_from(offset).unwrap_or(u16::MAX);
         ChannelDevice::write(self, offset, data);
     }
 }

@@ -24,7 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::device::VirtioDevice;
 use super::worker::{Core, VirtioWorker, Work};
-use crate::devices::mmio::MmioDevice;
+use crate::devices::bus::BusDevice;
 use crate::devices::DebugLog;
 
 /// "virt", little endian.
@@ -355,7 +355,7 @@ fn set_ring_half(q: &mut Queue, offset: u64, v: u32) -> bool {
     .is_ok()
 }
 
-impl MmioDevice for MmioTransport {
+impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= reg::CONFIG {
             return self
