@@ -416,3 +416,7 @@ mod tests {
         assert!(ch.lock().started.is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "device_fuzz.rs"]
+mod fuzz;

@@ -3,6 +3,8 @@
 //! else.
 
 pub mod bus;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod i8042;
 pub mod legacy;
 pub mod log;

@@ -540,3 +540,6 @@ fn test_worker_serves_on_notify_event_and_stops_when_dropped() {
 
 #[path = "transport_flood_tests.rs"]
 mod flood;
+
+#[path = "transport_fuzz.rs"]
+mod fuzz;
