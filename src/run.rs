@@ -48,19 +48,52 @@ pub fn run_spec(spec: &WorkloadSpec, w: &WorkloadArgs) -> CliResult {
             &ContainerBackend::new(ContainerOptions { verbose: w.verbose }),
             spec,
         )?,
-        Mode::Vm => drive(
-            &VmBackend::new(VmOptions {
-                kernel: w.kernel.clone(),
-                verbose: w.verbose,
-            }),
-            spec,
-        )?,
+        Mode::Vm => drive(&VmBackend::new(vm_options(w, &EnvVars)), spec)?,
     };
     if let Some(msg) = exit.message() {
         eprintln!("{msg}");
     }
     write_stats();
     Ok(exit.exit_code())
+}
+
+/// Where [`vm_options`] reads its variables (the process environment, or a test's map).
+pub trait Env {
+    /// The variable's value, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug)]
+pub struct EnvVars;
+
+impl Env for EnvVars {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// The VM backend's options from the flags and the environment: `ISOL_VM_BOOT_TIMEOUT`
+/// (seconds; default 60, 600 with `ISOL_IN_LAB=1`), `ISOL_VM_ALLOW_PVM=1`,
+/// `ISOL_VM_CMDLINE_EXTRA`. The library itself reads none of them.
+pub fn vm_options(w: &WorkloadArgs, env: &dyn Env) -> VmOptions {
+    let default = if env.get("ISOL_IN_LAB").as_deref() == Some("1") {
+        isol_vmm::backend::LAB_BOOT_TIMEOUT
+    } else {
+        isol_vmm::backend::DEFAULT_BOOT_TIMEOUT
+    };
+    let secs = env
+        .get("ISOL_VM_BOOT_TIMEOUT")
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .unwrap_or(default as f64);
+    VmOptions {
+        kernel: w.kernel.clone(),
+        verbose: w.verbose,
+        boot_timeout: Some(std::time::Duration::from_secs_f64(secs)),
+        allow_pvm: env.get("ISOL_VM_ALLOW_PVM").as_deref() == Some("1"),
+        cmdline_extra: env.get("ISOL_VM_CMDLINE_EXTRA"),
+    }
 }
 
 /// With `$ISOL_STATS_FILE` set (by `isol compare`), records this process's peak RSS and
@@ -130,4 +163,58 @@ pub fn gc() -> CliResult {
         println!("removed {r}");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    struct Map(HashMap<&'static str, &'static str>);
+    impl Env for Map {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+    }
+
+    fn workload() -> WorkloadArgs {
+        let cli = crate::cli::Cli::parse_from(["isol", "run", "--", "true"]);
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        run.workload
+    }
+
+    #[test]
+    fn test_vm_options_defaults_and_lab() {
+        let o = vm_options(&workload(), &Map(HashMap::new()));
+        assert_eq!(o.boot_timeout, Some(Duration::from_secs(60)));
+        assert!(!o.allow_pvm);
+        assert_eq!(o.cmdline_extra, None);
+        let lab = Map(HashMap::from([("ISOL_IN_LAB", "1")]));
+        let o = vm_options(&workload(), &lab);
+        assert_eq!(o.boot_timeout, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn test_vm_options_from_variables_bad_timeout_ignored() {
+        let env = Map(HashMap::from([
+            ("ISOL_VM_BOOT_TIMEOUT", " 2.5 "),
+            ("ISOL_VM_ALLOW_PVM", "1"),
+            ("ISOL_VM_CMDLINE_EXTRA", "loglevel=8"),
+        ]));
+        let o = vm_options(&workload(), &env);
+        assert_eq!(o.boot_timeout, Some(Duration::from_millis(2500)));
+        assert!(o.allow_pvm);
+        assert_eq!(o.cmdline_extra.as_deref(), Some("loglevel=8"));
+        for bad in ["0", "-1", "inf", "x"] {
+            let env = Map(HashMap::from([("ISOL_VM_BOOT_TIMEOUT", bad)]));
+            let o = vm_options(&workload(), &env);
+            assert_eq!(o.boot_timeout, Some(Duration::from_secs(60)), "{bad}");
+        }
+    }
 }

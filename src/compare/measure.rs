@@ -294,13 +294,11 @@ fn footprint(mode: Mode, spec: &WorkloadSpec, kernel: Option<&Path>) -> Footprin
             let kernel_bytes = kernel
                 .and_then(|k| std::fs::metadata(k.path).ok())
                 .map(|m| m.len());
-            // The initramfs is the rootfs plus the init (cpio headers aside), so this is the
-            // guest RAM the backend's plan gives the VM, to within a few KiB.
+            // What the backend's plan gives the VM (the rootfs is served, not in guest RAM).
             let init_bytes = isol_vmm::backend::guest_init_path()
                 .and_then(|p| std::fs::metadata(p).ok())
                 .map_or(0, |m| m.len());
-            let initramfs = rootfs_bytes + init_bytes;
-            let ram = isol_vmm::backend::plan::guest_ram(spec.resources.memory, initramfs);
+            let ram = isol_vmm::backend::plan::planned_guest_ram(spec, init_bytes);
             Footprint {
                 rootfs_bytes,
                 kernel_bytes,

@@ -14,10 +14,15 @@
 //!
 //! Timeouts: the workload's `--timeout` counts from the moment the init reports the
 //! workload started (as container mode counts from its start), so a slow boot does not eat
-//! it; the boot itself is bounded by `$ISOL_VM_BOOT_TIMEOUT` seconds (default
-//! [`DEFAULT_BOOT_TIMEOUT`], [`LAB_BOOT_TIMEOUT`] inside the nested lab where boots are emulated).
+//! it; the boot itself is bounded by [`VmOptions::boot_timeout`] (the CLI takes it from
+//! `$ISOL_VM_BOOT_TIMEOUT`; default [`DEFAULT_BOOT_TIMEOUT`], [`LAB_BOOT_TIMEOUT`] inside the
+//! nested lab where boots are emulated). The boot watchdog applies only until the init
+//! reports the workload started; without a `--timeout` the VM then runs as long as its
+//! workload does.
 
 mod console;
+mod error;
+mod outcome;
 pub mod plan;
 mod rundir;
 
@@ -27,18 +32,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use isol_common::{Backend, ExecFailure, Prepared, WorkloadExit, WorkloadSpec};
+use isol_common::{Backend, Prepared, WorkloadExit, WorkloadSpec};
 
 use crate::channel::host::{spawn_signal_forwarder, spawn_stdin_pump, spawn_watchdog, Deadlines};
-use crate::channel::protocol::{volume_tag, ExitReport, CHANNEL_BASE, CHANNEL_LEN, ROOT_TAG};
-use crate::channel::{Channel, ChannelDevice, Outcome};
+use crate::channel::protocol::{volume_tag, CHANNEL_BASE, CHANNEL_LEN, ROOT_TAG};
+use crate::channel::{Channel, ChannelDevice, Outcome, Output};
 use crate::devices::virtio::device::VIRTIO_IRQS;
 use crate::devices::virtio::p9::{P9Server, ServerGroup};
 use crate::devices::virtio::{P9Device, VirtioSlot};
-use crate::initramfs::{write_initramfs, Contents, InitramfsError};
-use crate::kernel::{resolve_kernel, KernelError};
-use crate::machine::{Machine, MachineConfig, MachineError, MachineExit};
+use crate::initramfs::{write_initramfs, Contents};
+use crate::kernel::resolve_kernel;
+use crate::machine::{Machine, MachineConfig};
 pub use console::ConsoleLog;
+pub use error::VmError;
+use outcome::map_outcome;
 pub use plan::{guest_ram, GUEST_INIT_NAME};
 use rundir::RunDir;
 
@@ -47,19 +54,36 @@ pub const DEFAULT_BOOT_TIMEOUT: u64 = 60;
 /// ... and inside the nested lab (emulated boots take seconds to minutes).
 pub const LAB_BOOT_TIMEOUT: u64 = 600;
 
+/// How long isol still waits for a reader of its stdout that makes no progress, once the
+/// run ended without an exit report (timeout, boot failure).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long after the watchdog's last deadline the machine's backstop ends the VM.
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(30);
+
 /// The VM backend.
 #[derive(Debug, Default)]
 pub struct VmBackend {
     opts: VmOptions,
 }
 
-/// Options of the VM backend that are not part of the workload spec.
+/// Options of the VM backend that are not part of the workload spec. The CLI fills them
+/// (from its flags and `ISOL_VM_*` variables): the library reads no environment of its own
+/// for these, so a jailed VMM depends on nothing its caller's environment says.
 #[derive(Debug, Default, Clone)]
 pub struct VmOptions {
     /// Guest kernel; `None`: `$ISOL_KERNEL`, then the default from the kernel cache.
     pub kernel: Option<PathBuf>,
     /// Copy the guest console to stderr.
     pub verbose: bool,
+    /// How long the workload may take to start; `None`: [`DEFAULT_BOOT_TIMEOUT`].
+    /// Applies only until the init reports the workload started.
+    pub boot_timeout: Option<Duration>,
+    /// Boot the kernel even on a PVM host (for tiny test guests, which PVM runs through
+    /// KVM's emulator; a Linux kernel would die there, see the VMM's check).
+    pub allow_pvm: bool,
+    /// Appended to the guest kernel command line.
+    pub cmdline_extra: Option<String>,
 }
 
 impl VmBackend {
@@ -67,102 +91,6 @@ impl VmBackend {
     pub fn new(opts: VmOptions) -> Self {
         VmBackend { opts }
     }
-}
-
-/// Errors of the VM backend (isol exits 125).
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// No usable kernel.
-    #[error("No usable guest kernel")]
-    Kernel(#[source] KernelError),
-    /// The guest init binary is missing or not static.
-    #[error("{0}")]
-    GuestInit(String),
-    /// More volumes than virtio-mmio slots.
-    #[error("VM mode serves at most {max} volumes and the spec has {count}; merge some of them under one host directory or use --mode container")]
-    TooManyVolumes {
-        /// In the spec.
-        count: usize,
-        /// virtio-mmio slots.
-        max: usize,
-    },
-    /// A volume's host directory cannot be served.
-    #[error("Cannot serve --volume {host}:{path} to the VM")]
-    Volume {
-        /// Host dir.
-        host: PathBuf,
-        /// Path inside.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The run directory could not be made.
-    #[error("Cannot create the VM run directory under {path}")]
-    RunDir {
-        /// The parent dir.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The initramfs could not be written.
-    #[error("Cannot write the VM's initramfs (the guest init and its config)")]
-    Initramfs(#[source] InitramfsError),
-    /// The spec names no rootfs (the CLI fills in the default one).
-    #[error("No root filesystem in the spec; pass --rootfs DIR")]
-    NoRootfs,
-    /// The rootfs directory cannot be served.
-    #[error("Cannot serve the root filesystem {path} to the VM")]
-    Rootfs {
-        /// The rootfs directory.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// More vCPUs than the host CPUs isol may run on (container mode refuses the same).
-    #[error("cpus = {cpus} needs {wanted} CPUs but only {available} are available here; use --cpus {available} or less")]
-    TooManyCpus {
-        /// As given.
-        cpus: f64,
-        /// ceil(cpus): the vCPU count.
-        wanted: u32,
-        /// CPUs in isol's affinity mask.
-        available: u32,
-    },
-    /// The machine could not be created or run.
-    #[error("Cannot run the microVM")]
-    Machine(#[source] MachineError),
-    /// A host thread serving the channel could not start.
-    #[error("Cannot start the channel's host threads")]
-    Threads(#[source] std::io::Error),
-    /// The VM ended without an exit report.
-    #[error("The microVM ended without reporting the workload's exit ({cause}); last console lines:\n{tail}")]
-    NoReport {
-        /// What ended it.
-        cause: String,
-        /// Console tail.
-        tail: String,
-    },
-    /// The guest init failed (its message is on the console).
-    #[error("The guest init failed (errno {errno}); last console lines:\n{tail}")]
-    InitFailed {
-        /// errno the init reported (0 if none).
-        errno: u32,
-        /// Console tail.
-        tail: String,
-    },
-    /// The workload did not start in time.
-    #[error("The workload did not start within {secs} s ({stage}); raise ISOL_VM_BOOT_TIMEOUT if the host is slow; last console lines:\n{tail}")]
-    BootTimeout {
-        /// The limit.
-        secs: u64,
-        /// How far the boot got.
-        stage: &'static str,
-        /// Console tail.
-        tail: String,
-    },
 }
 
 /// A prepared microVM: the machine, its channel and the run directory (removed on drop).
@@ -184,26 +112,6 @@ impl std::fmt::Debug for PreparedVm {
             .field("boot_timeout", &self.boot_timeout)
             .finish_non_exhaustive()
     }
-}
-
-fn boot_timeout() -> Duration {
-    let default = if std::env::var_os("ISOL_IN_LAB").is_some_and(|v| v == "1") {
-        LAB_BOOT_TIMEOUT
-    } else {
-        DEFAULT_BOOT_TIMEOUT
-    };
-    let secs = std::env::var("ISOL_VM_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .unwrap_or(default as f64);
-    Duration::from_secs_f64(secs)
-}
-
-/// `ISOL_VM_ALLOW_PVM=1` boots the kernel even on a PVM host (for tiny test guests, which
-/// PVM runs through KVM's emulator; a Linux kernel would die there, see the VMM's check).
-fn allow_pvm() -> bool {
-    std::env::var_os("ISOL_VM_ALLOW_PVM").is_some_and(|v| v == "1")
 }
 
 /// Finds the static guest init; the error says where it looked and how to build it.
@@ -346,26 +254,20 @@ impl Backend for VmBackend {
         let size = write_initramfs(&initrd, &contents).map_err(VmError::Initramfs)?;
         let log = File::create(dir.path().join("console.log")).ok();
         let console = ConsoleLog::new(log, self.opts.verbose);
-        let extra = std::env::var("ISOL_VM_CMDLINE_EXTRA").ok();
+        let extra = self.opts.cmdline_extra.as_deref();
         let cfg = MachineConfig {
             kernel: kernel.path,
             initrd: Some(initrd),
-            cmdline: plan::cmdline(self.opts.verbose, extra.as_deref()) + &shares_cmdline,
+            cmdline: plan::cmdline(self.opts.verbose, extra) + &shares_cmdline,
             memory: guest_ram(spec.resources.memory, size),
             vcpus: vcpus_u8,
             console: Box::new(console.clone()),
-            allow_pvm: allow_pvm(),
+            allow_pvm: self.opts.allow_pvm,
         };
         let mut machine = Machine::new(cfg).map_err(VmError::Machine)?;
         let channel = Arc::new(Channel::new());
-        let control = machine.control();
-        let device = ChannelDevice::new(
-            channel.clone(),
-            Box::new(dup_stdio(std::io::stdout().as_fd())),
-            Box::new(dup_stdio(std::io::stderr().as_fd())),
-            Box::new(move || control.stop()),
-        )
-        .with_memory(machine.memory().clone());
+        let device = ChannelDevice::new(channel.clone(), machine.control())
+            .with_memory(machine.memory().clone());
         machine
             .add_pio_device(CHANNEL_BASE, CHANNEL_LEN, Arc::new(Mutex::new(device)))
             .map_err(VmError::Machine)?;
@@ -379,7 +281,10 @@ impl Backend for VmBackend {
             channel,
             console,
             command: spec.args[0].clone(),
-            boot_timeout: boot_timeout(),
+            boot_timeout: self
+                .opts
+                .boot_timeout
+                .unwrap_or(Duration::from_secs(DEFAULT_BOOT_TIMEOUT)),
             workload_timeout: spec.timeout,
             _dir: dir,
         })
@@ -414,76 +319,50 @@ impl Prepared for PreparedVm {
             workload: workload_timeout,
         };
         let threads = (|| {
+            let output = Output::spawn(
+                channel.output().clone(),
+                dup_stdio(std::io::stdout().as_fd()),
+                dup_stdio(std::io::stderr().as_fd()),
+            )?;
             spawn_stdin_pump(channel.clone(), 0)?;
             spawn_signal_forwarder(channel.clone())?;
-            spawn_watchdog(channel.clone(), deadlines, Box::new(move || control.stop()))
+            spawn_watchdog(channel.clone(), deadlines, Box::new(move || control.stop()))?;
+            Ok(output)
         })();
-        if let Err(e) = threads {
-            channel.close();
-            return Err(VmError::Threads(e));
-        }
-        // Backstop only: the watchdog ends the VM first.
-        let backstop = Instant::now()
-            + boot_timeout
-            + workload_timeout.unwrap_or(Duration::ZERO)
-            + Duration::from_secs(30);
-        let result = machine.run(Some(backstop));
+        let output = match threads {
+            Ok(output) => output,
+            Err(e) => {
+                channel.close();
+                return Err(VmError::Threads(e));
+            }
+        };
+        let result = machine.run(backstop(Instant::now(), boot_timeout, workload_timeout));
+        let outcome = channel.outcome();
+        finish_output(output, &channel, outcome);
         channel.close();
         let exit = result.map_err(VmError::Machine)?;
-        let outcome = channel.outcome();
         map_outcome(outcome, &exit, &command, &console, boot_timeout)
     }
 }
 
-/// Turns what the channel recorded (and how the machine ended) into the run's result.
-fn map_outcome(
-    outcome: Option<Outcome>,
-    exit: &MachineExit,
-    command: &str,
-    console: &ConsoleLog,
-    boot_timeout: Duration,
-) -> Result<WorkloadExit, VmError> {
+/// Writes what the workload wrote before it ended. After an exit report, everything (a
+/// slow reader, a pager, is waited for), unless a signal comes to isol meanwhile; after a
+/// timeout or a failure, only while the reader keeps up, so a stalled reader cannot keep
+/// isol from ending.
+fn finish_output(output: Output, channel: &Channel, outcome: Option<Outcome>) {
+    let start = Instant::now();
+    let signaled = || channel.output().signaled_since(start);
     match outcome {
-        Some(Outcome::Reported(raw)) => match ExitReport::decode(raw) {
-            Some(ExitReport::Exited(c)) => Ok(WorkloadExit::Exited(c)),
-            Some(ExitReport::Signaled(s)) => Ok(WorkloadExit::Signaled(i32::from(s))),
-            Some(ExitReport::ExecFailed(e)) => Ok(WorkloadExit::ExecFailed {
-                failure: ExecFailure::from_errno(i32::try_from(e).unwrap_or(0)),
-                command: command.to_string(),
-            }),
-            Some(ExitReport::InitFailed(errno)) => Err(VmError::InitFailed {
-                errno,
-                tail: console.tail(),
-            }),
-            None => Err(VmError::NoReport {
-                cause: format!("bad report {raw:#x}"),
-                tail: console.tail(),
-            }),
-        },
-        Some(Outcome::TimedOut) => Ok(WorkloadExit::TimedOut),
-        Some(Outcome::BootTimedOut { ready }) => Err(VmError::BootTimeout {
-            secs: boot_timeout.as_secs(),
-            stage: if ready {
-                "the init started but the workload did not"
-            } else {
-                "the init never reported"
-            },
-            tail: console.tail(),
-        }),
-        None => {
-            let cause = match exit {
-                MachineExit::Reset => "the guest reset".to_string(),
-                MachineExit::TripleFault => "the guest triple-faulted".to_string(),
-                MachineExit::Stopped => "the VM was stopped".to_string(),
-                MachineExit::DeadlineExpired => "the VM ran past its deadline".to_string(),
-                MachineExit::Crashed { reason } => format!("the guest crashed: {reason}"),
-            };
-            Err(VmError::NoReport {
-                cause,
-                tail: console.tail(),
-            })
-        }
-    }
+        Some(Outcome::Reported(_)) => output.finish(None, &signaled),
+        _ => output.finish(Some(OUTPUT_GRACE), &signaled),
+    };
+}
+
+/// The machine's own deadline, a backstop behind the watchdog (which ends the VM first):
+/// the workload must start within `boot` and then has its `--timeout`. Without a
+/// `--timeout` there is none: the VM runs as long as its workload does.
+fn backstop(now: Instant, boot: Duration, workload: Option<Duration>) -> Option<Instant> {
+    workload.map(|w| now + boot + w + BACKSTOP_MARGIN)
 }
 
 /// Removes what killed runs left behind; returns a line per thing removed.
@@ -556,6 +435,18 @@ mod tests {
     }
 
     #[test]
+    fn test_backstop_none_without_workload_timeout() {
+        let now = Instant::now();
+        let boot = Duration::from_secs(60);
+        assert_eq!(backstop(now, boot, None), None);
+        let w = Duration::from_secs(5);
+        assert_eq!(
+            backstop(now, boot, Some(w)),
+            Some(now + boot + w + BACKSTOP_MARGIN)
+        );
+    }
+
+    #[test]
     fn test_check_vcpus_refuses_more_than_the_host_cpus() {
         let n = host_cpus();
         let s = spec_with(&[], Some(&n.to_string()));
@@ -564,68 +455,6 @@ mod tests {
         assert!(
             e.to_string().contains(&format!("use --cpus {n} or less")),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn test_map_outcome_reports() {
-        let c = ConsoleLog::new(None, false);
-        let d = Duration::from_secs(60);
-        let stopped = MachineExit::Stopped;
-        let exited = Some(Outcome::Reported(ExitReport::Exited(7).encode()));
-        assert_eq!(
-            map_outcome(exited, &stopped, "x", &c, d).unwrap(),
-            WorkloadExit::Exited(7)
-        );
-        let sig = Some(Outcome::Reported(ExitReport::Signaled(15).encode()));
-        assert_eq!(
-            map_outcome(sig, &stopped, "x", &c, d).unwrap(),
-            WorkloadExit::Signaled(15)
-        );
-        let nf = Some(Outcome::Reported(ExitReport::ExecFailed(2).encode()));
-        assert_eq!(
-            map_outcome(nf, &stopped, "x", &c, d).unwrap().exit_code(),
-            127
-        );
-        let ne = Some(Outcome::Reported(ExitReport::ExecFailed(13).encode()));
-        assert_eq!(
-            map_outcome(ne, &stopped, "x", &c, d).unwrap().exit_code(),
-            126
-        );
-        assert_eq!(
-            map_outcome(Some(Outcome::TimedOut), &stopped, "x", &c, d).unwrap(),
-            WorkloadExit::TimedOut
-        );
-    }
-
-    #[test]
-    fn test_map_outcome_without_report_is_error_with_cause() {
-        let mut c = ConsoleLog::new(None, false);
-        std::io::Write::write_all(&mut c, b"Kernel panic - not syncing\n").unwrap();
-        let e = map_outcome(
-            None,
-            &MachineExit::TripleFault,
-            "x",
-            &c,
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.contains("triple-faulted") && msg.contains("Kernel panic"),
-            "{msg}"
-        );
-        let init = Some(Outcome::Reported(ExitReport::InitFailed(2).encode()));
-        assert!(matches!(
-            map_outcome(init, &MachineExit::Stopped, "x", &c, Duration::ZERO),
-            Err(VmError::InitFailed { errno: 2, .. })
-        ));
-        let boot = Some(Outcome::BootTimedOut { ready: false });
-        assert!(
-            map_outcome(boot, &MachineExit::Stopped, "x", &c, Duration::ZERO)
-                .unwrap_err()
-                .to_string()
-                .contains("never reported")
         );
     }
 }

@@ -27,7 +27,7 @@ use crate::devices::virtio::device::VIRTIO_MMIO_SIZE;
 use crate::devices::virtio::transport::reg::QUEUE_NOTIFY;
 use crate::devices::virtio::worker::VirtioWorker;
 use crate::devices::virtio::{MmioTransport, VirtioDevice, VirtioSlot};
-use crate::devices::{BusError, DebugLog, MmioBus, MmioBusError, PioBus, PioDevice, SharedWriter};
+use crate::devices::{Bus, BusDevice, BusError, DebugLog, SharedWriter};
 use crate::kvm::KvmError;
 use crate::memory::{self, MemoryError};
 use crate::mptable::{self, MAX_VCPUS, MPTABLE_START};
@@ -156,7 +156,7 @@ pub enum MachineError {
     },
     /// An MMIO range was refused (slot already taken).
     #[error("Cannot add the MMIO device")]
-    MmioBus(#[source] MmioBusError),
+    MmioBus(#[source] BusError),
     /// A vCPU thread could not start.
     #[error("Cannot start the thread of vCPU {index}")]
     SpawnVcpu {
@@ -172,9 +172,9 @@ pub enum MachineError {
 pub struct Machine {
     // Field order is drop order: vCPUs and the VM fd go before the memory they map.
     vcpus: Vec<VcpuFd>,
-    bus: PioBus,
+    bus: Bus,
     // MMIO devices and workers hold clones of `memory` (Arc'd regions): dropped before it.
-    mmio: MmioBus,
+    mmio: Bus,
     workers: Vec<VirtioWorker>,
     vm: VmFd,
     memory: GuestMemoryMmap,
@@ -236,7 +236,7 @@ impl Machine {
         Ok(Machine {
             vcpus,
             bus,
-            mmio: MmioBus::new(),
+            mmio: Bus::mmio(),
             workers: Vec::new(),
             vm,
             memory: mem,
@@ -252,9 +252,11 @@ impl Machine {
         &mut self,
         base: u16,
         len: u16,
-        dev: Arc<Mutex<dyn PioDevice>>,
+        dev: Arc<Mutex<dyn BusDevice>>,
     ) -> Result<(), MachineError> {
-        self.bus.insert(base, len, dev).map_err(MachineError::Bus)
+        self.bus
+            .insert(u64::from(base), u64::from(len), dev)
+            .map_err(MachineError::Bus)
     }
 
     /// Adds `device` behind a virtio-mmio transport in `slot` (its register window and
@@ -468,22 +470,22 @@ fn builtin_devices(
     vm: &VmFd,
     control: &MachineControl,
     console: &SharedWriter,
-) -> Result<PioBus, MachineError> {
-    let mut bus = PioBus::new();
+) -> Result<Bus, MachineError> {
+    let mut bus = Bus::pio();
+    let mut add = |base: u16, len: u16, dev: Arc<Mutex<dyn BusDevice>>| {
+        bus.insert(u64::from(base), u64::from(len), dev)
+            .map_err(MachineError::Bus)
+    };
     let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::SerialIrq)?;
     vm.register_irqfd(&evt, COM1_IRQ)
         .map_err(|e| MachineError::SerialIrq(std::io::Error::from_raw_os_error(e.errno())))?;
     let serial = SerialDevice::new(EventFdTrigger(evt), console.clone());
-    bus.insert(COM1_BASE, UART_PORTS, Arc::new(Mutex::new(serial)))
-        .map_err(MachineError::Bus)?;
+    add(COM1_BASE, UART_PORTS, Arc::new(Mutex::new(serial)))?;
     let i8042 = I8042::new(ResetTrigger(control.clone()));
-    bus.insert(I8042_BASE, I8042_PORTS, Arc::new(Mutex::new(i8042)))
-        .map_err(MachineError::Bus)?;
-    bus.insert(CMOS_BASE, 2, Arc::new(Mutex::new(Cmos::default())))
-        .map_err(MachineError::Bus)?;
+    add(I8042_BASE, I8042_PORTS, Arc::new(Mutex::new(i8042)))?;
+    add(CMOS_BASE, 2, Arc::new(Mutex::new(Cmos::default())))?;
     for &(base, len, _) in QUIET_RANGES {
-        bus.insert(base, len, Arc::new(Mutex::new(Quiet)))
-            .map_err(MachineError::Bus)?;
+        add(base, len, Arc::new(Mutex::new(Quiet)))?;
     }
     Ok(bus)
 }

@@ -13,7 +13,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::boot::{regs, EntryPoint};
 use crate::control::{MachineControl, MachineExit};
-use crate::devices::{DebugLog, MmioBus, PioBus};
+use crate::devices::{Bus, DebugLog};
 
 /// Errors of vCPU setup.
 #[derive(Debug, thiserror::Error)]
@@ -154,15 +154,10 @@ pub enum ExitAction {
 /// Dispatches one exit (Firecracker's `handle_kvm_exit`): port I/O to the port bus, MMIO
 /// to the MMIO bus (unknown ports and addresses logged, reads all ones), resets and triple
 /// faults end the machine, anything unexpected ends it as crashed.
-pub fn handle_kvm_exit(
-    exit: VcpuExit<'_>,
-    bus: &PioBus,
-    mmio: &MmioBus,
-    log: &DebugLog,
-) -> ExitAction {
+pub fn handle_kvm_exit(exit: VcpuExit<'_>, bus: &Bus, mmio: &Bus, log: &DebugLog) -> ExitAction {
     match exit {
         VcpuExit::IoIn(port, data) => {
-            if !bus.read(port, data) {
+            if !bus.read(u64::from(port), data) {
                 data.fill(0xff);
                 log.line(format_args!(
                     "unknown port in {port:#x} ({} bytes)",
@@ -172,7 +167,7 @@ pub fn handle_kvm_exit(
             ExitAction::Continue
         }
         VcpuExit::IoOut(port, data) => {
-            if !bus.write(port, data) {
+            if !bus.write(u64::from(port), data) {
                 log.line(format_args!(
                     "unknown port out {port:#x} ({} bytes)",
                     data.len()
@@ -256,9 +251,9 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 #[derive(Debug, Clone)]
 pub struct VcpuContext {
     /// Port devices.
-    pub bus: Arc<PioBus>,
+    pub bus: Arc<Bus>,
     /// MMIO devices.
-    pub mmio: Arc<MmioBus>,
+    pub mmio: Arc<Bus>,
     /// Ends the machine.
     pub control: MachineControl,
     /// Debug log.
@@ -353,22 +348,21 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::devices::bus::PioDevice;
+    use crate::devices::bus::BusDevice;
     use crate::devices::log::testing::VecSink;
-    use crate::devices::mmio::MmioDevice;
 
     struct Rec(Vec<u8>);
-    impl PioDevice for Rec {
-        fn read(&mut self, _: u16, data: &mut [u8]) {
+    impl BusDevice for Rec {
+        fn read(&mut self, _: u64, data: &mut [u8]) {
             data.fill(7);
         }
-        fn write(&mut self, _: u16, data: &[u8]) {
+        fn write(&mut self, _: u64, data: &[u8]) {
             self.0.extend_from_slice(data);
         }
     }
 
     struct MRec(Vec<(u64, Vec<u8>)>);
-    impl MmioDevice for MRec {
+    impl BusDevice for MRec {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
             data.fill(offset as u8);
         }
@@ -377,15 +371,15 @@ mod tests {
         }
     }
 
-    type Buses = (PioBus, MmioBus);
+    type Buses = (Bus, Bus);
 
     fn setup() -> (Buses, Arc<Mutex<Rec>>, DebugLog, VecSink) {
-        let mut bus = PioBus::new();
+        let mut bus = Bus::pio();
         let dev = Arc::new(Mutex::new(Rec(Vec::new())));
         bus.insert(0x3f8, 8, dev.clone()).unwrap();
         let sink = VecSink::default();
         let log = DebugLog::new(Box::new(sink.clone()));
-        ((bus, MmioBus::new()), dev, log, sink)
+        ((bus, Bus::mmio()), dev, log, sink)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use isol_vmm::devices::virtio::{P9Device, RequestHandler, VirtioSlot};
-use isol_vmm::devices::PioDevice;
+use isol_vmm::devices::BusDevice;
 use isol_vmm::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
 
 const HELLO: &[u8] = b"Hello from isol tiny guest\n";
@@ -106,11 +106,11 @@ struct StatusPort {
     seen: Arc<Mutex<Vec<u8>>>,
     control: MachineControl,
 }
-impl PioDevice for StatusPort {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for StatusPort {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn write(&mut self, _offset: u16, data: &[u8]) {
+    fn write(&mut self, _offset: u64, data: &[u8]) {
         self.seen
             .lock()
             .expect("status lock")
@@ -148,7 +148,7 @@ fn test_machine_device_stops_machine() {
 fn test_machine_add_pio_device_overlap_rejected() {
     in_child("test_machine_add_pio_device_overlap_rejected", || {
         let mut m = Machine::new(config("hello-pvh", Sink::default())).unwrap();
-        let dev = || -> Arc<Mutex<dyn PioDevice>> {
+        let dev = || -> Arc<Mutex<dyn BusDevice>> {
             Arc::new(Mutex::new(StatusPort {
                 seen: Default::default(),
                 control: MachineControl::new(),

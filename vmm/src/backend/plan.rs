@@ -41,6 +41,19 @@ pub fn guest_ram(workload: Option<u64>, initramfs: u64) -> u64 {
     raw.div_ceil(ALIGN).saturating_mul(ALIGN)
 }
 
+/// Bytes of cpio headers, names, padding and trailer around the init and its config
+/// (seven entries; an upper bound, see [`crate::initramfs::write_initramfs`]).
+pub const INITRAMFS_FRAMING: u64 = 4 << 10;
+
+/// The guest RAM `prepare` gives a run of `spec` whose guest init has `init_bytes` (for
+/// reports such as `isol compare`, which do not write the initramfs): the initramfs is
+/// the init, its config and the cpio framing; the rootfs is served over 9P, not in it.
+pub fn planned_guest_ram(spec: &WorkloadSpec, init_bytes: u64) -> u64 {
+    let config = guest_config(spec, false).encode().len() as u64;
+    let initramfs = init_bytes + config + INITRAMFS_FRAMING;
+    guest_ram(spec.resources.memory, initramfs)
+}
+
 /// vCPUs for the spec: `ceil(cpus)`, 1 when unlimited.
 pub fn vcpus(spec: &WorkloadSpec) -> u32 {
     spec.visible_cpus().unwrap_or(1).max(1)
@@ -156,6 +169,28 @@ mod tests {
             }
         }
         WorkloadSpec::from_toml("", &ov).unwrap()
+    }
+
+    #[test]
+    fn test_planned_guest_ram_matches_the_written_initramfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("init");
+        std::fs::write(&init, vec![0x7fu8; 3 << 20]).unwrap();
+        let s = spec(&[("memory", "64M")]);
+        let config = guest_config(&s, false).encode();
+        let contents = crate::initramfs::Contents {
+            init: &init,
+            config: &config,
+        };
+        let written =
+            crate::initramfs::write_initramfs(&dir.path().join("i.cpio"), &contents).unwrap();
+        let planned: u64 = 3 << 20;
+        let framing = written - planned - config.len() as u64;
+        assert!(framing <= INITRAMFS_FRAMING, "{framing}");
+        assert_eq!(
+            planned_guest_ram(&s, planned),
+            guest_ram(Some(64 << 20), written)
+        );
     }
 
     #[test]

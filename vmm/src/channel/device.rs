@@ -3,33 +3,29 @@
 //!
 //! Every access is checked against the register's direction and width; anything else
 //! (a hostile or buggy guest) is counted and ignored, never a panic. The guest controls
-//! only `data.len()`, which the bus already bounds to one page.
+//! only `data.len()`, which the bus already bounds to one page. Output is queued for the
+//! writer thread ([`super::output`]), never written to isol's fds from the vCPU: a vCPU
+//! waits for a stalled reader only until the machine stops.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::output::Stream;
 use super::protocol::{
     ExitReport, EVENT_READY, EVENT_STARTED, MAGIC, MAX_BUF_PAGES, PAGE, REG_BUF_PAGE, REG_EXIT,
     REG_MAGIC_EVENT, REG_RECV, REG_SEND, REG_SIGNAL, REG_STDERR, REG_STDIN_DATA, REG_STDIN_STATUS,
     REG_STDOUT, STDIN_EOF, STREAM_STDERR, STREAM_STDOUT,
 };
 use super::state::{Channel, Outcome};
-use crate::devices::bus::PioDevice;
-
-/// Stops the VM (in production `MachineControl::stop`).
-pub type StopFn = Box<dyn Fn() + Send>;
+use crate::control::MachineControl;
+use crate::devices::bus::BusDevice;
 
 /// The channel device on the port bus.
 pub struct ChannelDevice {
     channel: Arc<Channel>,
-    stdout: Box<dyn Write + Send>,
-    stderr: Box<dyn Write + Send>,
-    stdout_ok: bool,
-    stderr_ok: bool,
-    stop: StopFn,
+    control: MachineControl,
     /// Guest memory, for the shared-buffer transport (None: byte registers only).
     mem: Option<GuestMemoryMmap>,
     /// Guest-physical addresses of the registered buffer pages, in order.
@@ -45,20 +41,12 @@ impl std::fmt::Debug for ChannelDevice {
 }
 
 impl ChannelDevice {
-    /// A device writing the guest's stdout/stderr to these sinks; `stop` ends the VM.
-    pub fn new(
-        channel: Arc<Channel>,
-        stdout: Box<dyn Write + Send>,
-        stderr: Box<dyn Write + Send>,
-        stop: StopFn,
-    ) -> ChannelDevice {
+    /// A device queueing the guest's stdout/stderr on `channel`'s output; the exit report
+    /// stops the machine of `control`.
+    pub fn new(channel: Arc<Channel>, control: MachineControl) -> ChannelDevice {
         ChannelDevice {
             channel,
-            stdout,
-            stderr,
-            stdout_ok: true,
-            stderr_ok: true,
-            stop,
+            control,
             mem: None,
             pages: Vec::new(),
         }
@@ -94,18 +82,22 @@ impl ChannelDevice {
             return; // The run is over; late writes are dropped.
         }
         match (offset, data.len()) {
-            (REG_STDOUT, _) => {
-                self.stdout_ok = self.stdout_ok && write_sink(&mut self.stdout, data);
-            }
-            (REG_STDERR, _) => {
-                self.stderr_ok = self.stderr_ok && write_sink(&mut self.stderr, data);
-            }
+            (REG_STDOUT, _) => self.output(Stream::Stdout, data),
+            (REG_STDERR, _) => self.output(Stream::Stderr, data),
             (REG_MAGIC_EVENT, 1) => self.event(data[0]),
             (REG_EXIT, 4) => self.exit(le32(data)),
             (REG_BUF_PAGE, 4) => self.add_page(le32(data)),
             (REG_SEND, 4) => self.send(le32(data)),
             _ => self.channel.lock().bad_accesses += 1,
         }
+    }
+
+    /// Queues output; waits while the queue is full, until the machine stops.
+    fn output(&self, stream: Stream, data: &[u8]) {
+        let control = &self.control;
+        self.channel
+            .output()
+            .push(stream, data, &|| control.is_stopping());
     }
 
     fn bad(&self) {
@@ -142,11 +134,12 @@ impl ChannelDevice {
                 return self.bad();
             }
         }
-        if stream == STREAM_STDOUT {
-            self.stdout_ok = self.stdout_ok && write_sink(&mut self.stdout, &buf);
+        let stream = if stream == STREAM_STDOUT {
+            Stream::Stdout
         } else {
-            self.stderr_ok = self.stderr_ok && write_sink(&mut self.stderr, &buf);
-        }
+            Stream::Stderr
+        };
+        self.output(stream, &buf);
     }
 
     /// RECV: fills the shared buffer with stdin; returns the count, 0 or [`STDIN_EOF`].
@@ -217,19 +210,21 @@ impl ChannelDevice {
             self.channel.lock().bad_accesses += 1;
             return;
         }
-        let _ = self.stdout.flush();
-        let _ = self.stderr.flush();
+        // Output queued before the report is written by the backend before isol exits.
         if self.channel.set_outcome(Outcome::Reported(raw)) {
-            (self.stop)();
+            self.control.stop();
         }
     }
 }
 
-impl PioDevice for ChannelDevice {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for ChannelDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // The bus gives offsets inside the channel's 32 ports; anything else is bad.
+        let offset = u16::try_from(offset).unwrap_or(u16::MAX);
         ChannelDevice::read(self, offset, data);
     }
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let offset = u16::try_from(offset).unwrap_or(u16::MAX);
         ChannelDevice::write(self, offset, data);
     }
 }
@@ -238,51 +233,19 @@ fn le32(d: &[u8]) -> u32 {
     u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }
 
-/// Writes all of `data`; false when the sink is gone (e.g. a closed pipe): further
-/// bytes for it are dropped, as a workload writing to a closed pipe loses them.
-fn write_sink(sink: &mut Box<dyn Write + Send>, data: &[u8]) -> bool {
-    sink.write_all(data).and_then(|()| sink.flush()).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    fn device() -> (ChannelDevice, Arc<Channel>, MachineControl) {
+        let ch = Arc::new(Channel::new());
+        let control = MachineControl::new();
+        let dev = ChannelDevice::new(ch.clone(), control.clone());
+        (dev, ch, control)
     }
 
-    fn device() -> (
-        ChannelDevice,
-        Arc<Channel>,
-        Shared,
-        Shared,
-        Arc<AtomicUsize>,
-    ) {
-        let ch = Arc::new(Channel::new());
-        let (out, err) = (Shared::default(), Shared::default());
-        let stops = Arc::new(AtomicUsize::new(0));
-        let s2 = stops.clone();
-        let dev = ChannelDevice::new(
-            ch.clone(),
-            Box::new(out.clone()),
-            Box::new(err.clone()),
-            Box::new(move || {
-                s2.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
-        (dev, ch, out, err, stops)
+    fn out(ch: &Channel) -> Vec<u8> {
+        ch.output().queued(Stream::Stdout)
     }
 
     fn read_u32(dev: &mut ChannelDevice, off: u16) -> u32 {
@@ -293,13 +256,31 @@ mod tests {
 
     #[test]
     fn test_channel_stdout_stderr_routed_byte_exact() {
-        let (mut dev, _, out, err, _) = device();
+        let (mut dev, ch, _) = device();
         dev.write(REG_STDOUT, b"a\0b\n");
         dev.write(REG_STDERR, b"err\r\n");
         dev.write(REG_STDOUT, &[0xff; PAGE]);
-        assert_eq!(out.0.lock().unwrap()[..4], *b"a\0b\n");
-        assert_eq!(out.0.lock().unwrap().len(), 4 + PAGE);
-        assert_eq!(*err.0.lock().unwrap(), b"err\r\n");
+        assert_eq!(out(&ch)[..4], *b"a\0b\n");
+        assert_eq!(out(&ch).len(), 4 + PAGE);
+        assert_eq!(ch.output().queued(Stream::Stderr), b"err\r\n");
+    }
+
+    #[test]
+    fn test_channel_stalled_output_waits_only_until_the_machine_stops() {
+        // No writer at all: the queue fills, as with a reader that never reads.
+        let (mut dev, ch, control) = device();
+        let page = [b'y'; PAGE];
+        while ch.output().pending() + PAGE <= super::super::output::QUEUE_BYTES {
+            dev.write(REG_STDOUT, &page);
+        }
+        let c2 = control.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            c2.stop();
+        });
+        dev.write(REG_STDOUT, &page); // would block forever before the fix
+        t.join().unwrap();
+        assert_eq!(ch.output().dropped(), PAGE as u64);
     }
 
     #[test]
@@ -344,19 +325,19 @@ mod tests {
 
     #[test]
     fn test_channel_exit_records_first_and_stops() {
-        let (mut dev, ch, out, _, stops) = device();
+        let (mut dev, ch, control) = device();
         dev.write(REG_EXIT, &ExitReport::Exited(7).encode().to_le_bytes());
         dev.write(REG_EXIT, &ExitReport::Exited(0).encode().to_le_bytes());
         dev.write(REG_STDOUT, b"late");
         let want = ExitReport::Exited(7).encode();
         assert_eq!(ch.outcome(), Some(Outcome::Reported(want)));
-        assert_eq!(stops.load(Ordering::SeqCst), 1);
-        assert!(out.0.lock().unwrap().is_empty());
+        assert_eq!(control.exit(), Some(crate::control::MachineExit::Stopped));
+        assert!(out(&ch).is_empty());
     }
 
     #[test]
     fn test_channel_hostile_accesses_ignored() {
-        let (mut dev, ch, out, _, stops) = device();
+        let (mut dev, ch, control) = device();
         dev.write(REG_EXIT, &[1, 2]); // wrong width
         dev.write(REG_EXIT, &0xdead_beefu32.to_le_bytes()); // bad encoding
         dev.write(0xf, &[0; 4096]); // unknown register
@@ -367,20 +348,20 @@ mod tests {
         dev.read(REG_STDIN_DATA, &mut big); // nothing buffered: zeros
         assert!(big.iter().all(|b| *b == 0));
         assert_eq!(ch.outcome(), None);
-        assert_eq!(stops.load(Ordering::SeqCst), 0);
+        assert_eq!(control.exit(), None);
         assert_eq!(ch.bad_accesses(), 5);
-        assert!(out.0.lock().unwrap().is_empty());
+        assert!(out(&ch).is_empty());
     }
 
-    fn mem_device() -> (ChannelDevice, Arc<Channel>, Shared, GuestMemoryMmap) {
-        let (dev, ch, out, _, _) = device();
+    fn mem_device() -> (ChannelDevice, Arc<Channel>, GuestMemoryMmap) {
+        let (dev, ch, _) = device();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        (dev.with_memory(mem.clone()), ch, out, mem)
+        (dev.with_memory(mem.clone()), ch, mem)
     }
 
     #[test]
     fn test_channel_shared_buffer_send_spans_pages() {
-        let (mut dev, _, out, mem) = mem_device();
+        let (mut dev, ch, mem) = mem_device();
         // Two non-contiguous pages, registered in order.
         dev.write(REG_BUF_PAGE, &5u32.to_le_bytes());
         dev.write(REG_BUF_PAGE, &2u32.to_le_bytes());
@@ -391,12 +372,12 @@ mod tests {
             .unwrap();
         let len = u32::try_from(data.len()).unwrap();
         dev.write(REG_SEND, &((STREAM_STDOUT << 24) | len).to_le_bytes());
-        assert_eq!(*out.0.lock().unwrap(), data);
+        assert_eq!(out(&ch), data);
     }
 
     #[test]
     fn test_channel_shared_buffer_recv_stdin_then_eof() {
-        let (mut dev, ch, _, mem) = mem_device();
+        let (mut dev, ch, mem) = mem_device();
         dev.write(REG_BUF_PAGE, &7u32.to_le_bytes());
         assert_eq!(read_u32(&mut dev, REG_RECV), 0);
         ch.push_stdin(b"a\0b");
@@ -410,7 +391,7 @@ mod tests {
 
     #[test]
     fn test_channel_shared_buffer_hostile_values_ignored() {
-        let (mut dev, ch, out, _) = mem_device();
+        let (mut dev, ch, _) = mem_device();
         dev.write(REG_BUF_PAGE, &0xffff_ffffu32.to_le_bytes()); // outside guest memory
         dev.write(REG_SEND, &((STREAM_STDOUT << 24) | 10).to_le_bytes()); // no pages
         dev.write(REG_BUF_PAGE, &1u32.to_le_bytes());
@@ -419,7 +400,7 @@ mod tests {
         for pfn in 0..40u32 {
             dev.write(REG_BUF_PAGE, &pfn.to_le_bytes()); // more than MAX_BUF_PAGES
         }
-        assert!(out.0.lock().unwrap().is_empty());
+        assert!(out(&ch).is_empty());
         assert_eq!(ch.bad_accesses(), 4 + 40 - (MAX_BUF_PAGES as u64 - 1));
         let (mut plain, ..) = device(); // no memory: the shared buffer is refused
         plain.write(REG_BUF_PAGE, &1u32.to_le_bytes());
@@ -435,3 +416,7 @@ mod tests {
         assert!(ch.lock().started.is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "device_fuzz.rs"]
+mod fuzz;

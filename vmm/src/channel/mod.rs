@@ -11,15 +11,18 @@
 //!
 //! - [`protocol`]: ports, the exit-status encoding, the init's config file (shared with the
 //!   guest crate, which compiles the same file).
-//! - [`device`]: the device on the port bus; stdout/stderr bytes go straight to isol's fds
-//!   1 and 2, byte-exact.
+//! - [`device`]: the device on the port bus; stdout/stderr bytes go to isol's fds 1 and
+//!   2, byte-exact, through [`output`] (a bounded queue and a writer thread, so a stalled
+//!   reader never blocks a vCPU).
 //! - [`state`]: what the device and the host threads share.
 //! - [`host`]: the stdin pump, the signal forwarder and the watchdog.
 
 pub mod device;
 pub mod host;
+pub mod output;
 pub mod protocol;
 pub mod state;
 
 pub use device::ChannelDevice;
+pub use output::{Output, OutputQueue, Stream};
 pub use state::{Channel, Outcome};

@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::output::OutputQueue;
+
 /// Most bytes of isol's stdin buffered ahead of the guest.
 pub const STDIN_BUFFER: usize = 64 << 10;
 
@@ -41,6 +43,7 @@ pub(crate) struct State {
 pub struct Channel {
     state: Mutex<State>,
     cond: Condvar,
+    output: OutputQueue,
 }
 
 impl Channel {
@@ -86,9 +89,17 @@ impl Channel {
         self.lock().bad_accesses
     }
 
-    /// Makes `sig` pending for the workload (a later signal replaces an unread one).
+    /// Makes `sig` pending for the workload (a later signal replaces an unread one). From
+    /// now on, a stalled reader of isol's stdout no longer holds the guest back (see
+    /// [`OutputQueue::signaled`]), so the workload can take the signal and end.
     pub fn set_signal(&self, sig: u32) {
         self.lock().signal = sig;
+        self.output.signaled();
+    }
+
+    /// The queue of the workload's stdout and stderr bytes.
+    pub fn output(&self) -> &OutputQueue {
+        &self.output
     }
 
     /// Appends stdin bytes, waiting while the buffer is full. Returns false once the

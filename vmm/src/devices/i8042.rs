@@ -3,7 +3,7 @@
 
 use vm_superio::{I8042Device, Trigger};
 
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 use crate::control::{MachineControl, MachineExit};
 
 /// Base port (data); the command/status port is base + 4.
@@ -34,8 +34,8 @@ impl<T: Trigger> I8042<T> {
     }
 }
 
-impl<T: Trigger + Send> PioDevice for I8042<T> {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl<T: Trigger + Send> BusDevice for I8042<T> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let off = u8::try_from(offset).unwrap_or(u8::MAX);
         for b in data.iter_mut() {
             // Status 0: input and output buffers empty, so drivers never wait on us.
@@ -43,7 +43,7 @@ impl<T: Trigger + Send> PioDevice for I8042<T> {
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let Ok(off) = u8::try_from(offset) else {
             return;
         };

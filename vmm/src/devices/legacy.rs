@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 
 /// Quiet port ranges: (base, length, what it is). Reads all ones, writes ignored.
 pub const QUIET_RANGES: &[(u16, u16, &str)] = &[
@@ -21,11 +21,11 @@ pub const QUIET_RANGES: &[(u16, u16, &str)] = &[
 #[derive(Debug, Default)]
 pub struct Quiet;
 
-impl PioDevice for Quiet {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for Quiet {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);
     }
-    fn write(&mut self, _offset: u16, _data: &[u8]) {}
+    fn write(&mut self, _offset: u64, _data: &[u8]) {}
 }
 
 /// CMOS/RTC index port; the data port is base + 1.
@@ -75,8 +75,8 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
-impl PioDevice for Cmos {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for Cmos {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -88,7 +88,7 @@ impl PioDevice for Cmos {
             };
         }
     }
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if offset == 0 {
             if let Some(&last) = data.last() {
                 self.index = last;

@@ -3,13 +3,13 @@
 //! else.
 
 pub mod bus;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod i8042;
 pub mod legacy;
 pub mod log;
-pub mod mmio;
 pub mod serial;
 pub mod virtio;
 
-pub use bus::{BusError, PioBus, PioDevice, SharedPioDevice};
+pub use bus::{Bus, BusDevice, BusError, SharedDevice, Space};
 pub use log::{DebugLog, SharedWriter};
-pub use mmio::{MmioBus, MmioBusError, MmioDevice, SharedMmioDevice};

@@ -7,7 +7,7 @@ use std::io::Write;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 
 /// COM1 base port.
 pub const COM1_BASE: u16 = 0x3f8;
@@ -47,8 +47,8 @@ impl<T: Trigger, W: Write> SerialDevice<T, W> {
     }
 }
 
-impl<T: Trigger + Send, W: Write + Send> PioDevice for SerialDevice<T, W> {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl<T: Trigger + Send, W: Write + Send> BusDevice for SerialDevice<T, W> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let Ok(off) = u8::try_from(offset) else {
             data.fill(0xff);
             return;
@@ -58,7 +58,7 @@ impl<T: Trigger + Send, W: Write + Send> PioDevice for SerialDevice<T, W> {
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let Ok(off) = u8::try_from(offset) else {
             return;
         };

@@ -9,6 +9,14 @@
 //! a cap on the request size. A malformed chain is used with length 0 and reported; only a
 //! broken ring (used ring or head index unusable) is an error, which the transport turns
 //! into `DEVICE_NEEDS_RESET`.
+//!
+//! One pass does bounded work whatever the guest does meanwhile (a hostile driver can
+//! republish chains as fast as they are used): at most one ring's worth of chains and
+//! [`PASS_BYTES`] bytes of requests and replies. What is left is reported in
+//! [`Served::more`]; the worker serves it in a later pass, after letting register
+//! accesses, resets and the stop request through.
+
+use std::sync::atomic::Ordering;
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -18,6 +26,9 @@ use super::RequestHandler;
 
 /// Largest request gathered from one chain (Linux's 9P msize tops out at 512 KiB).
 pub const MAX_REQUEST: usize = 8 << 20;
+
+/// Most request and reply bytes one pass moves (a chain already started is finished).
+pub const PASS_BYTES: usize = 16 << 20;
 
 /// Why a chain was refused (used with length 0).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,6 +91,8 @@ pub struct Served {
     pub used: u32,
     /// Malformed chains among them, each with why.
     pub malformed: Vec<ChainError>,
+    /// The pass stopped at its budget with chains still available.
+    pub more: bool,
 }
 
 /// Serves every available chain of `queue`. Returns an error only when the rings cannot be
@@ -92,7 +105,14 @@ pub fn serve_requests(
     let mut served = Served::default();
     let mut request = Vec::new();
     let mut reply = Vec::new();
+    let budget = u32::from(queue.size());
+    let mut bytes = 0usize;
     loop {
+        if served.used >= budget || bytes >= PASS_BYTES {
+            let avail = queue.avail_idx(mem, Ordering::Acquire).map_err(RingError)?;
+            served.more = avail.0 != queue.next_avail();
+            return Ok(served);
+        }
         let chain = {
             let mut iter = queue.iter(mem).map_err(RingError)?;
             iter.next()
@@ -111,6 +131,7 @@ pub fn serve_requests(
                 0
             }
         };
+        bytes = bytes.saturating_add(request.len() + reply.len());
         queue.add_used(mem, head, len).map_err(RingError)?;
         served.used += 1;
     }

@@ -24,7 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::device::VirtioDevice;
 use super::worker::{Core, VirtioWorker, Work};
-use crate::devices::mmio::MmioDevice;
+use crate::devices::bus::BusDevice;
 use crate::devices::DebugLog;
 
 /// "virt", little endian.
@@ -322,7 +322,9 @@ impl MmioTransport {
         }
     }
 
-    /// QueueNotify that reached the VMM (no ioeventfd): serve the queue on this thread.
+    /// QueueNotify that reached the VMM (no ioeventfd): serve one bounded pass of the
+    /// queue on this thread. Chains left over are served on the guest's next notify (a
+    /// driver notifies for every buffer it adds, so an honest one has one coming).
     fn notify(&mut self, index: u32) {
         if !self.has(status::DRIVER_OK) || self.core.needs_reset_bit() != 0 {
             return self.refuse(reg::QUEUE_NOTIFY, index, "device not live");
@@ -330,7 +332,7 @@ impl MmioTransport {
         if index as usize >= self.num_queues {
             return self.refuse(reg::QUEUE_NOTIFY, index, "no such queue");
         }
-        self.core.serve(Some(index as usize));
+        let _ = self.core.serve(Some(index as usize));
     }
 }
 
@@ -353,7 +355,7 @@ fn set_ring_half(q: &mut Queue, offset: u64, v: u32) -> bool {
     .is_ok()
 }
 
-impl MmioDevice for MmioTransport {
+impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= reg::CONFIG {
             return self

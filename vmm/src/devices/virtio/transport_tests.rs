@@ -537,3 +537,9 @@ fn test_worker_serves_on_notify_event_and_stops_when_dropped() {
     assert_eq!(t.irq_count(), 1);
     drop(worker); // joins: a hang here fails the test by timeout
 }
+
+#[path = "transport_flood_tests.rs"]
+mod flood;
+
+#[path = "transport_fuzz.rs"]
+mod fuzz;

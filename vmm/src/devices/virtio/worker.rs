@@ -1,6 +1,7 @@
 //! What the transport's registers and its queue worker share ([`Core`]: the device, its
 //! queues, the interrupt state), and the worker thread ([`VirtioWorker`]) that serves the
-//! queues when the guest's QueueNotify write fires an ioeventfd.
+//! queues when the guest's QueueNotify write fires an ioeventfd. One wake-up serves one
+//! bounded pass per queue; with chains left, the worker re-arms its eventfd and yields.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering::SeqCst;
@@ -107,13 +108,15 @@ impl Core {
         self.needs_reset.store(false, SeqCst);
     }
 
-    /// Serves queue `only` (or every ready queue) if the device is live; sets
-    /// InterruptStatus, then interrupts, when chains were used or a ring broke.
-    pub fn serve(&self, only: Option<usize>) {
+    /// Serves queue `only` (or every ready queue) if the device is live, one bounded pass
+    /// each ([`super::queue`]); sets InterruptStatus, then interrupts, when chains were
+    /// used or a ring broke. Returns whether a queue has chains left for another pass.
+    pub fn serve(&self, only: Option<usize>) -> bool {
         let mut work = self.lock();
         if !self.live.load(SeqCst) {
-            return;
+            return false;
         }
+        let mut more = false;
         let Work {
             device,
             queues,
@@ -133,6 +136,7 @@ impl Core {
                     if served.used > 0 {
                         bits |= INT_USED_RING;
                     }
+                    more |= served.more;
                 }
                 Err(e) => {
                     self.log.line(format_args!(
@@ -142,6 +146,7 @@ impl Core {
                     self.needs_reset.store(true, SeqCst);
                     self.set_live(false);
                     bits |= INT_CONFIG;
+                    more = false;
                     break;
                 }
             }
@@ -153,6 +158,7 @@ impl Core {
                     .line(format_args!("virtio-mmio: cannot raise the interrupt: {e}"));
             }
         }
+        more
     }
 }
 
@@ -218,7 +224,12 @@ fn worker_loop(core: &Core, notify: &EventFd, stop: &EventFd) {
         if ready(&fds[0]) {
             // Non-blocking read resets the counter; EAGAIN means another pass took it.
             let _ = notify.read();
-            core.serve(None);
+            if core.serve(None) {
+                // Chains left at the pass's budget: re-arm and yield, so the stop request,
+                // register accesses and resets (which wait for the queue lock) come first.
+                let _ = notify.write(1);
+                std::thread::yield_now();
+            }
         }
     }
 }
