@@ -38,6 +38,7 @@ use crate::devices::virtio::{P9Device, VirtioSlot};
 use crate::initramfs::{write_initramfs, Contents, InitramfsError};
 use crate::kernel::{resolve_kernel, KernelError};
 use crate::machine::{Machine, MachineConfig, MachineError, MachineExit};
+use crate::seccomp::VmmSeccomp;
 pub use console::ConsoleLog;
 pub use plan::{guest_ram, GUEST_INIT_NAME};
 use rundir::RunDir;
@@ -60,6 +61,8 @@ pub struct VmOptions {
     pub kernel: Option<PathBuf>,
     /// Copy the guest console to stderr.
     pub verbose: bool,
+    /// The VMM's seccomp filters (on unless `--vmm-seccomp off`).
+    pub seccomp: VmmSeccomp,
 }
 
 impl VmBackend {
@@ -171,6 +174,7 @@ pub struct PreparedVm {
     channel: Arc<Channel>,
     console: ConsoleLog,
     command: String,
+    seccomp: VmmSeccomp,
     boot_timeout: Duration,
     workload_timeout: Option<Duration>,
     // Dropped last: the initramfs and console log live here.
@@ -352,6 +356,7 @@ impl Backend for VmBackend {
             vcpus: vcpus_u8,
             console: Box::new(console.clone()),
             allow_pvm: allow_pvm(),
+            seccomp: self.opts.seccomp,
         };
         let mut machine = Machine::new(cfg).map_err(VmError::Machine)?;
         let channel = Arc::new(Channel::new());
@@ -376,6 +381,7 @@ impl Backend for VmBackend {
             channel,
             console,
             command: spec.args[0].clone(),
+            seccomp: self.opts.seccomp,
             boot_timeout: boot_timeout(),
             workload_timeout: spec.timeout,
             _dir: dir,
@@ -401,6 +407,7 @@ impl Prepared for PreparedVm {
             channel,
             console,
             command,
+            seccomp,
             boot_timeout,
             workload_timeout,
             _dir,
@@ -411,9 +418,10 @@ impl Prepared for PreparedVm {
             workload: workload_timeout,
         };
         let threads = (|| {
-            spawn_stdin_pump(channel.clone(), 0)?;
-            spawn_signal_forwarder(channel.clone())?;
-            spawn_watchdog(channel.clone(), deadlines, Box::new(move || control.stop()))
+            spawn_stdin_pump(channel.clone(), 0, seccomp)?;
+            spawn_signal_forwarder(channel.clone(), seccomp)?;
+            let stop = Box::new(move || control.stop());
+            spawn_watchdog(channel.clone(), deadlines, stop, seccomp)
         })();
         if let Err(e) = threads {
             channel.close();
