@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use isol_common::Overrides;
 
 /// Run one workload in a KVM microVM or in a Linux container, with the same behaviour.
@@ -75,6 +75,9 @@ pub struct WorkloadArgs {
     /// Show the guest kernel console (VM mode) and backend details on stderr.
     #[arg(long)]
     pub verbose: bool,
+    /// VM mode: the VMM's per-thread seccomp filters; `off` is for debugging only.
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    pub vmm_seccomp: OnOff,
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -144,6 +147,18 @@ pub struct BootArgs {
     /// Boot even on a PVM host (for PVM guest kernels and tiny test guests).
     #[arg(long)]
     pub allow_pvm: bool,
+    /// The VMM's per-thread seccomp filters; `off` is for debugging only.
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    pub vmm_seccomp: OnOff,
+}
+
+/// A switch that is on unless turned off explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// On (the default).
+    On,
+    /// Off.
+    Off,
 }
 
 impl WorkloadArgs {

@@ -118,6 +118,9 @@ fn workload_argv(w: &WorkloadArgs) -> Vec<String> {
     if w.read_only {
         v.push("--read-only".into());
     }
+    if w.vmm_seccomp == crate::cli::OnOff::Off {
+        v.extend(["--vmm-seccomp".into(), "off".into()]);
+    }
     if !w.cmd.is_empty() {
         v.push("--".into());
         v.extend(w.cmd.iter().cloned());

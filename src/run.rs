@@ -4,10 +4,10 @@ use std::error::Error;
 
 use isol_common::{Backend, Mode, Prepared, WorkloadSpec};
 use isol_container::{ContainerBackend, ContainerOptions};
-use isol_vmm::{VmBackend, VmOptions};
+use isol_vmm::{VmBackend, VmOptions, VmmSeccomp};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::cli::{BootArgs, KernelArgs, RunArgs, WorkloadArgs};
+use crate::cli::{BootArgs, KernelArgs, OnOff, RunArgs, WorkloadArgs};
 
 /// Errors `main` prints with their causes, then exits 125.
 pub type CliResult = Result<i32, Box<dyn Error + Send + Sync + 'static>>;
@@ -93,6 +93,7 @@ pub fn vm_options(w: &WorkloadArgs, env: &dyn Env) -> VmOptions {
         boot_timeout: Some(std::time::Duration::from_secs_f64(secs)),
         allow_pvm: env.get("ISOL_VM_ALLOW_PVM").as_deref() == Some("1"),
         cmdline_extra: env.get("ISOL_VM_CMDLINE_EXTRA"),
+        seccomp: vmm_seccomp(w.vmm_seccomp),
     }
 }
 
@@ -151,8 +152,24 @@ pub fn boot(args: &BootArgs) -> CliResult {
         cpus: args.cpus,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         allow_pvm: args.allow_pvm,
+        seccomp: vmm_seccomp(args.vmm_seccomp),
     };
     Ok(isol_vmm::boot(&cfg)?)
+}
+
+/// The VMM's seccomp setting; turning it off is allowed but said loudly.
+fn vmm_seccomp(switch: OnOff) -> VmmSeccomp {
+    match switch {
+        OnOff::On => VmmSeccomp::On,
+        OnOff::Off => {
+            eprintln!(
+                "isol: WARNING: --vmm-seccomp off: the VMM runs WITHOUT its seccomp filters; \
+                 a guest that exploits a bug in isol's device emulation gets every syscall \
+                 of isol's user. For debugging only."
+            );
+            VmmSeccomp::Off
+        }
+    }
 }
 
 /// `isol gc`.

@@ -43,6 +43,7 @@ use crate::devices::virtio::{P9Device, VirtioSlot};
 use crate::initramfs::{write_initramfs, Contents};
 use crate::kernel::resolve_kernel;
 use crate::machine::{Machine, MachineConfig};
+use crate::seccomp::VmmSeccomp;
 pub use console::ConsoleLog;
 pub use error::VmError;
 use outcome::map_outcome;
@@ -84,6 +85,8 @@ pub struct VmOptions {
     pub allow_pvm: bool,
     /// Appended to the guest kernel command line.
     pub cmdline_extra: Option<String>,
+    /// The VMM's seccomp filters (on unless `--vmm-seccomp off`).
+    pub seccomp: VmmSeccomp,
 }
 
 impl VmBackend {
@@ -99,6 +102,7 @@ pub struct PreparedVm {
     channel: Arc<Channel>,
     console: ConsoleLog,
     command: String,
+    seccomp: VmmSeccomp,
     boot_timeout: Duration,
     workload_timeout: Option<Duration>,
     // Dropped last: the initramfs and console log live here.
@@ -263,6 +267,7 @@ impl Backend for VmBackend {
             vcpus: vcpus_u8,
             console: Box::new(console.clone()),
             allow_pvm: self.opts.allow_pvm,
+            seccomp: self.opts.seccomp,
         };
         let mut machine = Machine::new(cfg).map_err(VmError::Machine)?;
         let channel = Arc::new(Channel::new());
@@ -281,6 +286,7 @@ impl Backend for VmBackend {
             channel,
             console,
             command: spec.args[0].clone(),
+            seccomp: self.opts.seccomp,
             boot_timeout: self
                 .opts
                 .boot_timeout
@@ -309,6 +315,7 @@ impl Prepared for PreparedVm {
             channel,
             console,
             command,
+            seccomp,
             boot_timeout,
             workload_timeout,
             _dir,
@@ -319,14 +326,20 @@ impl Prepared for PreparedVm {
             workload: workload_timeout,
         };
         let threads = (|| {
-            let output = Output::spawn(
+            let output = Output::spawn_confined(
                 channel.output().clone(),
                 dup_stdio(std::io::stdout().as_fd()),
                 dup_stdio(std::io::stderr().as_fd()),
+                seccomp,
             )?;
-            spawn_stdin_pump(channel.clone(), 0)?;
-            spawn_signal_forwarder(channel.clone())?;
-            spawn_watchdog(channel.clone(), deadlines, Box::new(move || control.stop()))?;
+            spawn_stdin_pump(channel.clone(), 0, seccomp)?;
+            spawn_signal_forwarder(channel.clone(), seccomp)?;
+            spawn_watchdog(
+                channel.clone(),
+                deadlines,
+                Box::new(move || control.stop()),
+                seccomp,
+            )?;
             Ok(output)
         })();
         let output = match threads {

@@ -18,6 +18,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::machine::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
+use crate::seccomp::{self, ThreadClass, VmmSeccomp};
 
 /// `isol boot`: a raw kernel in the bare VMM.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct BootConfig {
     pub timeout: Option<Duration>,
     /// Boot even on a PVM host.
     pub allow_pvm: bool,
+    /// The VMM's seccomp filters (on unless `--vmm-seccomp off`).
+    pub seccomp: VmmSeccomp,
 }
 
 /// Errors of `isol boot`.
@@ -82,6 +85,7 @@ pub fn boot(cfg: &BootConfig) -> Result<i32, BootError> {
         vcpus: cfg.cpus,
         console: Box::new(std::io::stdout()),
         allow_pvm: cfg.allow_pvm,
+        seccomp: cfg.seccomp,
     })
     .map_err(BootError::Machine)?;
     match std::env::var_os("ISOL_VMM_LOG").map(PathBuf::from) {
@@ -92,7 +96,7 @@ pub fn boot(cfg: &BootConfig) -> Result<i32, BootError> {
         }
         None => machine.set_debug_log(Box::new(std::io::sink())),
     }
-    let watcher = SignalWatcher::start(machine.control())?;
+    let watcher = SignalWatcher::start(machine.control(), cfg.seccomp)?;
     let result = machine.run(cfg.timeout.map(|t| start + t));
     let signal = watcher.finish();
     match result.map_err(BootError::Machine)? {
@@ -117,7 +121,7 @@ struct SignalWatcher {
 }
 
 impl SignalWatcher {
-    fn start(control: MachineControl) -> Result<Self, BootError> {
+    fn start(control: MachineControl, seccomp: VmmSeccomp) -> Result<Self, BootError> {
         let mut set = SigSet::empty();
         for s in FORWARDED {
             set.add(s);
@@ -131,7 +135,10 @@ impl SignalWatcher {
         let done2 = done.clone();
         let thread = std::thread::Builder::new()
             .name("isol-signals".into())
-            .spawn(move || watch(sfd, done2, control))
+            .spawn(move || {
+                seccomp::confine(ThreadClass::Host, seccomp);
+                watch(sfd, done2, control)
+            })
             .map_err(BootError::Signals)?;
         Ok(SignalWatcher { done, thread })
     }

@@ -20,9 +20,11 @@ pub mod kvm;
 pub mod memory;
 pub mod mptable;
 pub mod pvm;
+pub mod seccomp;
 pub mod vcpu;
 
 pub use backend::{gc, PreparedVm, VmBackend, VmError, VmOptions};
 pub use boot_cmd::{boot, BootConfig};
 pub use kernel::kernel_report;
 pub use machine::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
+pub use seccomp::VmmSeccomp;

@@ -32,6 +32,7 @@ use crate::kvm::KvmError;
 use crate::memory::{self, MemoryError};
 use crate::mptable::{self, MAX_VCPUS, MPTABLE_START};
 use crate::pvm;
+use crate::seccomp::{self, ThreadClass, VmmSeccomp};
 use crate::vcpu::{self, VcpuContext, VcpuError};
 
 /// What to boot and how big.
@@ -51,6 +52,8 @@ pub struct MachineConfig {
     pub console: Box<dyn Write + Send>,
     /// Boot even a non-PVM kernel on a PVM host.
     pub allow_pvm: bool,
+    /// Which VMM threads run under their seccomp filter ([`crate::seccomp`]).
+    pub seccomp: VmmSeccomp,
 }
 
 impl std::fmt::Debug for MachineConfig {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for MachineConfig {
             .field("memory", &self.memory)
             .field("vcpus", &self.vcpus)
             .field("allow_pvm", &self.allow_pvm)
+            .field("seccomp", &self.seccomp)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +186,9 @@ pub struct Machine {
     log: DebugLog,
     console: SharedWriter,
     cmdline: String,
+    seccomp: VmmSeccomp,
+    // A virtio device without an ioeventfd: its queues are served on the vCPU threads.
+    virtio_on_vcpus: bool,
 }
 
 impl std::fmt::Debug for Machine {
@@ -244,6 +251,8 @@ impl Machine {
             log,
             console,
             cmdline: cfg.cmdline,
+            seccomp: cfg.seccomp,
+            virtio_on_vcpus: false,
         })
     }
 
@@ -310,12 +319,13 @@ impl Machine {
                 "virtio slot {}: no ioeventfd ({e}): queues served on the vCPU threads",
                 slot.index
             ));
+            self.virtio_on_vcpus = true;
             return Ok(());
         }
         let worker = transport
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .spawn_worker(notify, &format!("isol-virtio{}", slot.index))
+            .spawn_worker(notify, &format!("isol-virtio{}", slot.index), self.seccomp)
             .map_err(|source| MachineError::VirtioWorker {
                 slot: slot.index,
                 source,
@@ -355,7 +365,13 @@ impl Machine {
             log,
             mut console,
             cmdline: _,
+            seccomp,
+            virtio_on_vcpus,
         } = self;
+        let vcpu_class = match virtio_on_vcpus {
+            true => ThreadClass::VcpuServingVirtio,
+            false => ThreadClass::Vcpu,
+        };
         let ctx = VcpuContext {
             bus: Arc::new(bus),
             mmio: Arc::new(mmio),
@@ -369,7 +385,10 @@ impl Machine {
             let ctx = ctx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("isol-vcpu{index}"))
-                .spawn(move || vcpu::run_loop(fd, index, &ctx));
+                .spawn(move || {
+                    seccomp::confine(vcpu_class, seccomp);
+                    vcpu::run_loop(fd, index, &ctx);
+                });
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(source) => {
@@ -379,6 +398,7 @@ impl Machine {
                 }
             }
         }
+        seccomp::confine(ThreadClass::Main, seccomp);
         let exit = control.wait(deadline);
         for h in &handles {
             // ESRCH (thread already gone) is fine: it has left KVM_RUN for good.

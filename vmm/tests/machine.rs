@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use isol_vmm::devices::virtio::{P9Device, RequestHandler, VirtioSlot};
 use isol_vmm::devices::BusDevice;
-use isol_vmm::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
+use isol_vmm::{Machine, MachineConfig, MachineControl, MachineError, MachineExit, VmmSeccomp};
 
 const HELLO: &[u8] = b"Hello from isol tiny guest\n";
 
@@ -98,6 +98,8 @@ fn config(kernel: &str, console: Sink) -> MachineConfig {
         vcpus: 2,
         console: Box::new(console),
         allow_pvm: true,
+        // The VMM's threads run confined; the test thread stays free to run more machines.
+        seccomp: VmmSeccomp::SpawnedThreadsOnly,
     }
 }
 

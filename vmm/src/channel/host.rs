@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::state::{Channel, Outcome};
+use crate::seccomp::{self, ThreadClass, VmmSeccomp};
 
 /// How often blocked host threads look at [`Channel::is_closed`], in milliseconds.
 const POLL_MS: i32 = 100;
@@ -45,11 +46,16 @@ fn poll_in(fd: RawFd) -> io::Result<bool> {
     }
 }
 
-/// Starts the stdin pump on `fd` (isol's fd 0).
-pub fn spawn_stdin_pump(channel: Arc<Channel>, fd: RawFd) -> io::Result<JoinHandle<()>> {
+/// Starts the stdin pump on `fd` (isol's fd 0), confined unless `seccomp` is off.
+pub fn spawn_stdin_pump(
+    channel: Arc<Channel>,
+    fd: RawFd,
+    seccomp: VmmSeccomp,
+) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("isol-stdin".into())
         .spawn(move || {
+            seccomp::confine(ThreadClass::Host, seccomp);
             let mut buf = vec![0u8; 16 << 10];
             while !channel.is_closed() {
                 match poll_in(fd) {
@@ -93,12 +99,16 @@ fn signalfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Starts the signal forwarder.
-pub fn spawn_signal_forwarder(channel: Arc<Channel>) -> io::Result<JoinHandle<()>> {
+/// Starts the signal forwarder, confined unless `seccomp` is off.
+pub fn spawn_signal_forwarder(
+    channel: Arc<Channel>,
+    seccomp: VmmSeccomp,
+) -> io::Result<JoinHandle<()>> {
     let fd = signalfd()?;
     std::thread::Builder::new()
         .name("isol-signals".into())
         .spawn(move || {
+            seccomp::confine(ThreadClass::Host, seccomp);
             while !channel.is_closed() {
                 match poll_in(fd.as_raw_fd()) {
                     Ok(false) => continue,
@@ -126,37 +136,45 @@ pub struct Deadlines {
     pub workload: Option<Duration>,
 }
 
-/// Starts the watchdog; `stop` ends the VM.
+/// Starts the watchdog, confined unless `seccomp` is off; `stop` ends the VM.
 pub fn spawn_watchdog(
     channel: Arc<Channel>,
     deadlines: Deadlines,
     stop: Box<dyn Fn() + Send>,
+    seccomp: VmmSeccomp,
 ) -> io::Result<JoinHandle<()>> {
     let boot_deadline = Instant::now() + deadlines.boot;
     std::thread::Builder::new()
         .name("isol-watchdog".into())
-        .spawn(move || loop {
-            let s = channel.lock();
-            if s.closed || s.outcome.is_some() {
-                return;
-            }
-            let now = Instant::now();
-            let (until, on_expiry) = match s.started {
-                None => (
-                    Some(boot_deadline),
-                    Outcome::BootTimedOut { ready: s.ready },
-                ),
-                Some(t) => (deadlines.workload.map(|w| t + w), Outcome::TimedOut),
-            };
-            if until.is_some_and(|u| now >= u) {
-                drop(s);
-                if channel.set_outcome(on_expiry) {
-                    stop();
-                }
-                return;
-            }
-            drop(channel.wait_until(s, until));
+        .spawn(move || {
+            seccomp::confine(ThreadClass::Host, seccomp);
+            watch(&channel, deadlines, boot_deadline, &*stop);
         })
+}
+
+fn watch(channel: &Channel, deadlines: Deadlines, boot_deadline: Instant, stop: &dyn Fn()) {
+    loop {
+        let s = channel.lock();
+        if s.closed || s.outcome.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let (until, on_expiry) = match s.started {
+            None => (
+                Some(boot_deadline),
+                Outcome::BootTimedOut { ready: s.ready },
+            ),
+            Some(t) => (deadlines.workload.map(|w| t + w), Outcome::TimedOut),
+        };
+        if until.is_some_and(|u| now >= u) {
+            drop(s);
+            if channel.set_outcome(on_expiry) {
+                stop();
+            }
+            return;
+        }
+        drop(channel.wait_until(s, until));
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +196,7 @@ mod tests {
             ch.clone(),
             d,
             Box::new(move || s2.store(true, Ordering::SeqCst)),
+            VmmSeccomp::Off,
         )
         .unwrap();
         h.join().unwrap();
@@ -192,7 +211,7 @@ mod tests {
             boot: Duration::from_secs(60),
             workload: Some(Duration::from_millis(50)),
         };
-        let h = spawn_watchdog(ch.clone(), d, Box::new(|| {})).unwrap();
+        let h = spawn_watchdog(ch.clone(), d, Box::new(|| {}), VmmSeccomp::Off).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(
             ch.outcome(),
@@ -212,7 +231,7 @@ mod tests {
             boot: Duration::from_secs(60),
             workload: None,
         };
-        let h = spawn_watchdog(ch.clone(), d, Box::new(|| {})).unwrap();
+        let h = spawn_watchdog(ch.clone(), d, Box::new(|| {}), VmmSeccomp::Off).unwrap();
         ch.close();
         h.join().unwrap();
         assert_eq!(ch.outcome(), None);
@@ -229,7 +248,7 @@ mod tests {
         let mut wf = std::fs::File::from(w);
         std::io::Write::write_all(&mut wf, b"a\0b").unwrap();
         drop(wf);
-        let h = spawn_stdin_pump(ch.clone(), r.as_raw_fd()).unwrap();
+        let h = spawn_stdin_pump(ch.clone(), r.as_raw_fd(), VmmSeccomp::Off).unwrap();
         h.join().unwrap();
         let s = ch.lock();
         assert_eq!(s.stdin.iter().copied().collect::<Vec<_>>(), b"a\0b");

@@ -10,6 +10,7 @@
 //! stalled for [`STALL_GRACE`] (the bytes are then dropped, so the guest can take the
 //! signal and end). Bytes stay in order per stream and across streams.
 
+use crate::seccomp::{self, ThreadClass, VmmSeccomp};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -84,12 +85,26 @@ pub struct Output {
 pub type Sink = Box<dyn Write + Send>;
 
 impl Output {
-    /// Starts the writer thread of `queue` on these sinks.
+    /// Starts the writer thread of `queue` on these sinks, unconfined (tests).
     pub fn spawn(queue: OutputQueue, stdout: Sink, stderr: Sink) -> std::io::Result<Output> {
+        Output::spawn_confined(queue, stdout, stderr, VmmSeccomp::Off)
+    }
+
+    /// Starts the writer thread of `queue` on these sinks, under the host threads'
+    /// seccomp filter unless `seccomp` is off.
+    pub fn spawn_confined(
+        queue: OutputQueue,
+        stdout: Sink,
+        stderr: Sink,
+        seccomp: VmmSeccomp,
+    ) -> std::io::Result<Output> {
         let s = queue.shared.clone();
         let thread = std::thread::Builder::new()
             .name("isol-output".into())
-            .spawn(move || writer_loop(&s, stdout, stderr))?;
+            .spawn(move || {
+                seccomp::confine(ThreadClass::Host, seccomp);
+                writer_loop(&s, stdout, stderr)
+            })?;
         Ok(Output {
             queue,
             thread: Some(thread),

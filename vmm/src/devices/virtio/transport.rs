@@ -26,6 +26,7 @@ use super::device::VirtioDevice;
 use super::worker::{Core, VirtioWorker, Work};
 use crate::devices::bus::BusDevice;
 use crate::devices::DebugLog;
+use crate::seccomp::VmmSeccomp;
 
 /// "virt", little endian.
 pub const MAGIC_VALUE: u32 = 0x7472_6976;
@@ -147,9 +148,15 @@ impl MmioTransport {
     }
 
     /// Starts the thread that serves the queues whenever `notify` (an ioeventfd on
-    /// QueueNotify) fires; the returned handle stops and joins it when dropped.
-    pub fn spawn_worker(&self, notify: EventFd, name: &str) -> std::io::Result<VirtioWorker> {
-        VirtioWorker::spawn(self.core.clone(), notify, name)
+    /// QueueNotify) fires, under its seccomp filter unless `seccomp` is off; the returned
+    /// handle stops and joins it when dropped.
+    pub fn spawn_worker(
+        &self,
+        notify: EventFd,
+        name: &str,
+        seccomp: VmmSeccomp,
+    ) -> std::io::Result<VirtioWorker> {
+        VirtioWorker::spawn(self.core.clone(), notify, name, seccomp)
     }
 
     /// Everything the device offers, transport features included.

@@ -116,8 +116,12 @@ fn test_flooded_queue_worker_yields_to_registers_reset_and_stop() {
     let (mut t, h) = flooded();
     let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let worker =
-        t.t.spawn_worker(notify.try_clone().unwrap(), "test-flood")
-            .unwrap();
+        t.t.spawn_worker(
+            notify.try_clone().unwrap(),
+            "test-flood",
+            crate::seccomp::VmmSeccomp::Off,
+        )
+        .unwrap();
     t.mem.write_obj(0u16, GuestAddress(AVAIL + 4)).unwrap();
     t.mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
     notify.write(1).unwrap();

@@ -511,7 +511,7 @@ fn test_worker_serves_on_notify_event_and_stops_when_dropped() {
     let mut t = T::live();
     let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let worker =
-        t.t.spawn_worker(notify.try_clone().unwrap(), "test-virtio")
+        t.t.spawn_worker(notify.try_clone().unwrap(), "test-virtio", VmmSeccomp::Off)
             .unwrap();
     t.desc(0, 0x8000, 3, F_NEXT, 1);
     t.desc(1, 0xa000, 3, F_WRITE, 0);

@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::VirtioDevice;
 use super::transport::{status, IrqTrigger, INT_CONFIG, INT_USED_RING};
 use crate::devices::DebugLog;
+use crate::seccomp::{ThreadClass, VmmSeccomp};
 
 /// The device and its queues: locked while a queue is served or set up.
 pub struct Work {
@@ -170,13 +171,22 @@ pub struct VirtioWorker {
 }
 
 impl VirtioWorker {
-    /// Starts `name`, serving `core` each time `notify` fires, until dropped.
-    pub fn spawn(core: Arc<Core>, notify: EventFd, name: &str) -> std::io::Result<VirtioWorker> {
+    /// Starts `name`, serving `core` each time `notify` fires, until dropped; it confines
+    /// itself with the virtio seccomp filter first unless `seccomp` is off.
+    pub fn spawn(
+        core: Arc<Core>,
+        notify: EventFd,
+        name: &str,
+        seccomp: VmmSeccomp,
+    ) -> std::io::Result<VirtioWorker> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let stop_rx = stop.try_clone()?;
         let handle = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || worker_loop(&core, &notify, &stop_rx))?;
+            .spawn(move || {
+                crate::seccomp::confine(ThreadClass::Virtio, seccomp);
+                worker_loop(&core, &notify, &stop_rx);
+            })?;
         Ok(VirtioWorker {
             stop,
             handle: Some(handle),
