@@ -75,6 +75,9 @@ pub enum VmError {
     /// No usable kernel.
     #[error("No usable guest kernel")]
     Kernel(#[source] KernelError),
+    /// The spec's seccomp profile cannot be used.
+    #[error("Cannot make the workload's seccomp filter")]
+    Seccomp(#[source] isol_sandbox::seccomp::SeccompError),
     /// The guest init binary is missing or not static.
     #[error("{0}")]
     GuestInit(String),
@@ -334,7 +337,11 @@ impl Backend for VmBackend {
             path: parent,
             source,
         })?;
-        let config = plan::guest_config(spec, false).encode();
+        let mut guest = plan::guest_config(spec, false);
+        guest.seccomp = isol_sandbox::seccomp::for_spec(&spec.seccomp)
+            .map_err(VmError::Seccomp)?
+            .map(|f| f.to_bytes());
+        let config = guest.encode();
         let initrd = dir.path().join("initramfs.cpio");
         let contents = Contents {
             init: &init,
