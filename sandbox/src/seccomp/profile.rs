@@ -80,11 +80,12 @@ pub struct Profile {
 /// A profile that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    /// Not JSON, or fields of the wrong type or unknown.
-    #[error("Invalid seccomp profile: {0}")]
+    /// Not JSON, or fields of the wrong type or unknown (serde_json's message, which names
+    /// the field, line and column).
+    #[error("{0}")]
     Json(String),
     /// A field has a bad value.
-    #[error("Invalid seccomp profile: {field}: {value:?} {problem}; {hint}")]
+    #[error("{field}: {value:?} {problem}; {hint}")]
     Field {
         /// Where (`syscalls[3].action`).
         field: String,
@@ -170,9 +171,9 @@ struct ArgFile {
     op: String,
 }
 
-const ACTIONS: &str = "SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL, SCMP_ACT_KILL_THREAD, \
+const ACTIONS: &str = "use SCMP_ACT_ALLOW, SCMP_ACT_ERRNO, SCMP_ACT_KILL, SCMP_ACT_KILL_THREAD, \
                        SCMP_ACT_KILL_PROCESS, SCMP_ACT_TRAP, SCMP_ACT_TRACE or SCMP_ACT_LOG";
-const OPS: &str = "SCMP_CMP_NE, SCMP_CMP_LT, SCMP_CMP_LE, SCMP_CMP_EQ, SCMP_CMP_GE, \
+const OPS: &str = "use SCMP_CMP_NE, SCMP_CMP_LT, SCMP_CMP_LE, SCMP_CMP_EQ, SCMP_CMP_GE, \
                    SCMP_CMP_GT or SCMP_CMP_MASKED_EQ";
 /// libseccomp's architecture names isol accepts in a profile. Only x86_64 is compiled;
 /// X86 and X32 are accepted so Docker's profile loads, and are denied anyway.
