@@ -69,6 +69,9 @@ pub struct WorkloadArgs {
     /// Kill the workload after SECS seconds (exit 124).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<String>,
+    /// Seccomp profile: default (Docker's), unconfined, or an OCI/Docker JSON profile file.
+    #[arg(long, value_name = "default|unconfined|FILE")]
+    pub seccomp: Option<String>,
     /// Guest kernel for VM mode (default: $ISOL_KERNEL, then the one `isol kernel` shows).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
@@ -178,6 +181,7 @@ impl WorkloadArgs {
             memory: self.memory.clone(),
             pids: self.pids.clone(),
             timeout: self.timeout.clone(),
+            seccomp: self.seccomp.clone(),
         }
     }
 }
@@ -218,6 +222,8 @@ mod tests {
             "h",
             "--workdir",
             "/tmp",
+            "--seccomp",
+            "unconfined",
             "--",
             "sh",
             "-c",
@@ -233,6 +239,7 @@ mod tests {
         assert_eq!(ov.memory.as_deref(), Some("64M"));
         assert!(ov.read_only);
         assert_eq!(ov.volumes, vec!["/tmp:/d:ro"]);
+        assert_eq!(ov.seccomp.as_deref(), Some("unconfined"));
     }
 
     #[test]

@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::size::parse_size;
 
+mod seccomp;
+pub use seccomp::Seccomp;
+
 /// The isolation model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,6 +103,8 @@ pub struct WorkloadSpec {
     pub network: Network,
     /// Kill the workload after this long (exit 124).
     pub timeout: Option<Duration>,
+    /// The workload's seccomp profile.
+    pub seccomp: Seccomp,
 }
 
 /// Default `PATH` inside the workload (docker's).
@@ -179,6 +184,8 @@ pub struct Overrides {
     pub pids: Option<String>,
     /// `--timeout` in seconds.
     pub timeout: Option<String>,
+    /// `--seccomp default|unconfined|FILE`.
+    pub seccomp: Option<String>,
 }
 
 /// A spec that cannot be used.
@@ -242,6 +249,7 @@ struct SpecFile {
     #[serde(default)]
     resources: ResourcesFile,
     network: Option<NetworkFile>,
+    security: Option<seccomp::SecurityFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,6 +481,8 @@ impl WorkloadSpec {
             parse_timeout,
         )?;
 
+        let seccomp = seccomp::pick_seccomp(ov.seccomp.as_deref(), f.security.as_ref())?;
+
         Ok(WorkloadSpec {
             mode,
             args,
@@ -486,6 +496,7 @@ impl WorkloadSpec {
             resources,
             network,
             timeout,
+            seccomp,
         })
     }
 }

@@ -63,6 +63,9 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    /// The spec's seccomp profile cannot be used.
+    #[error("Cannot make the workload's seccomp filter")]
+    Seccomp(#[source] isol_sandbox::seccomp::SeccompError),
     /// The init exited without saying why.
     #[error("The container's init exited with status {code} without a report")]
     InitExited {

@@ -53,6 +53,8 @@ pub struct ChildConfig {
     pub envp: Vec<CString>,
     /// Paths execve tries, in order (PATH lookup).
     pub candidates: Vec<CString>,
+    /// The workload's seccomp filter (`None`: unconfined), installed right before execve.
+    pub seccomp: Option<isol_sandbox::seccomp::Filter>,
 }
 
 /// Signals the init forwards to the workload (everything isol forwards, and the usual
@@ -201,6 +203,9 @@ fn prepare_and_exec(cfg: &ChildConfig) -> Result<Infallible, Report> {
         .thread_set_mask()
         .map_err(setup_err("unblock signals"))?;
     process::cloexec_from(3);
+    if let Some(f) = &cfg.seccomp {
+        isol_sandbox::seccomp::install(f).map_err(setup_err("install the seccomp filter"))?;
+    }
     let mut attempts = Attempts::default();
     for path in &cfg.candidates {
         let Err(e) = nix::unistd::execve(path, &cfg.argv, &cfg.envp);

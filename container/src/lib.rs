@@ -161,6 +161,7 @@ fn child_config(
             .map(|(k, v)| cstring(&format!("{k}={v}"), "environment"))
             .collect::<Result<_, _>>()?,
         candidates,
+        seccomp: isol_sandbox::seccomp::for_spec(&spec.seccomp).map_err(ContainerError::Seccomp)?,
     })
 }
 

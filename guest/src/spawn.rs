@@ -30,7 +30,11 @@ const STEPS: &[&str] = &[
     "mount its view of the cgroup",
     "mount the workload root",
     "fork the workload",
+    "install the seccomp filter",
 ];
+
+/// The child step that installs the seccomp filter (after no_new_privs, before execve).
+const STEP_SECCOMP: u8 = 12;
 
 /// The name of a child step, for messages.
 pub fn step_name(step: u8) -> &'static str {
@@ -68,6 +72,7 @@ pub struct Prepared {
     uid: u32,
     gid: u32,
     drop_caps: Vec<u32>,
+    seccomp: Option<isol_sandbox::seccomp::Filter>,
 }
 
 /// The paths execvp would try for `cmd` under `path` (the workload's PATH).
@@ -125,6 +130,12 @@ fn prepare(cfg: &GuestConfig, root: &Path, cgroup: Option<&Path>) -> std::io::Re
         drop_caps: (0..=last_cap)
             .filter(|c| *c >= 64 || mask & (1 << c) == 0)
             .collect(),
+        seccomp: cfg
+            .seccomp
+            .as_deref()
+            .map(isol_sandbox::seccomp::Filter::from_bytes)
+            .transpose()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
     })
 }
 
@@ -264,6 +275,11 @@ pub fn child(p: &Prepared, fds: [libc::c_int; 3]) -> (u8, i32) {
         check!(6, libc::setgid(p.gid));
         check!(6, libc::setuid(p.uid));
         check!(7, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+    }
+    if let Some(f) = &p.seccomp {
+        if let Err(e) = isol_sandbox::seccomp::install(f) {
+            return (STEP_SECCOMP, e as i32);
+        }
     }
     (STEP_EXEC, exec(p))
 }

@@ -249,7 +249,11 @@ impl Backend for VmBackend {
             path: parent,
             source,
         })?;
-        let config = plan::guest_config(spec, false).encode();
+        let mut guest = plan::guest_config(spec, false);
+        guest.seccomp = isol_sandbox::seccomp::for_spec(&spec.seccomp)
+            .map_err(VmError::Seccomp)?
+            .map(|f| f.to_bytes());
+        let config = guest.encode();
         let initrd = dir.path().join("initramfs.cpio");
         let contents = Contents {
             init: &init,

@@ -12,6 +12,9 @@ pub enum VmError {
     /// No usable kernel.
     #[error("No usable guest kernel")]
     Kernel(#[source] KernelError),
+    /// The spec's seccomp profile cannot be used.
+    #[error("Cannot make the workload's seccomp filter")]
+    Seccomp(#[source] isol_sandbox::seccomp::SeccompError),
     /// The guest init binary is missing or not static.
     #[error("{0}")]
     GuestInit(String),

@@ -119,6 +119,7 @@ pub fn guest_config(spec: &WorkloadSpec, debug: bool) -> GuestConfig {
             })
             .collect(),
         debug,
+        seccomp: None,
     }
 }
 

@@ -178,6 +178,9 @@ pub struct GuestConfig {
     pub volumes: Vec<Volume>,
     /// Debug mode: without a channel, the init reports on the console.
     pub debug: bool,
+    /// The workload's seccomp program (`struct sock_filter` bytes, compiled on the host by
+    /// isol-sandbox); `None`: unconfined. Written as hex.
+    pub seccomp: Option<Vec<u8>>,
 }
 
 /// A config file that cannot be understood.
@@ -256,6 +259,12 @@ impl GuestConfig {
             put("volume", &format!("{mode} {}={}", v.tag, v.path));
         }
         put("debug", if self.debug { "1" } else { "0" });
+        if let Some(bpf) = &self.seccomp {
+            put(
+                "seccomp",
+                &bpf.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            );
+        }
         lines.push("end".to_string());
         lines.join("\n") + "\n"
     }
@@ -337,10 +346,23 @@ impl GuestConfig {
                 });
             }
             "debug" => self.debug = v == "1",
+            "seccomp" => self.seccomp = Some(from_hex(v)?),
             _ => return Err(ConfigError(format!("unknown key {key:?}"))),
         }
         Ok(())
     }
+}
+
+fn from_hex(v: &str) -> Result<Vec<u8>, ConfigError> {
+    let bad = || ConfigError(format!("seccomp: {} bytes of text are not hex", v.len()));
+    if v.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..v.len())
+        .step_by(2)
+        .map(|i| v.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)
 }
 
 fn to_u32(key: &str, n: u64) -> Result<u32, ConfigError> {
@@ -385,6 +407,7 @@ mod tests {
                 },
             ],
             debug: false,
+            seccomp: Some(vec![0x20, 0, 0, 0, 4, 0, 0, 0, 0x06, 0, 0xff, 0x7f]),
         }
     }
 
