@@ -12,9 +12,7 @@
 //! Debug mode (config `debug 1`): when no channel answers (e.g. under plain QEMU), the
 //! workload's output and the exit report go to the console instead.
 
-#[path = "../../vmm/src/channel/protocol.rs"]
-#[allow(dead_code)]
-mod protocol;
+use isol_channel as protocol;
 
 mod host;
 mod nsinit;

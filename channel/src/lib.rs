@@ -1,8 +1,8 @@
-//! The isol channel's wire protocol, shared word for word by the host (isol-vmm) and the
-//! guest init (isol-guest, which includes this file with `#[path]`): port numbers, the
-//! exit-status encoding, and the config file the init reads from the initramfs.
+//! isol-channel: the isol channel's wire protocol, shared by the host (isol-vmm) and the
+//! guest init (isol-guest), which both depend on this crate: port numbers, the exit-status
+//! encoding, and the config file the init reads from the initramfs.
 //!
-//! This file uses only `std`, so both crates can compile it unchanged.
+//! It uses only `std`, so it builds into the static guest init as well as into isol.
 //!
 //! # Ports (base [`CHANNEL_BASE`] = 0x0ee0, [`CHANNEL_LEN`] = 16 ports)
 //!
