@@ -38,6 +38,8 @@ pub fn resolve_spec(
     if spec.rootfs.is_none() {
         spec.rootfs = Some(isol_common::rootfs::default_rootfs()?);
     }
+    // The same rule in both modes, before anything starts: no hard limit above isol's own.
+    isol_sandbox::rlimit::check_caller(&spec.rlimits)?;
     Ok(spec)
 }
 

@@ -126,7 +126,7 @@ pub const ROOTFS_PATH: &str = "/isol/rootfs";
 /// The virtio-9p mount tag of the rootfs directory, which the VMM serves read-only.
 pub const ROOT_TAG: &str = "isolroot";
 /// First line of the config file (format version).
-pub const CONFIG_HEADER: &str = "isol-guest-config 3";
+pub const CONFIG_HEADER: &str = "isol-guest-config 4";
 /// The 9P msize the init mounts the root and volumes with. Linux 6.1's virtio transport
 /// caps it near 500 KiB (its ring has 128 entries of one page); the VMM's server accepts
 /// at least this.
@@ -181,6 +181,10 @@ pub struct GuestConfig {
     /// The workload's seccomp program (`struct sock_filter` bytes, compiled on the host by
     /// isol-sandbox); `None`: unconfined. Written as hex.
     pub seccomp: Option<Vec<u8>>,
+    /// The workload's resource limits: (Linux resource number, soft, hard).
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// The workload's oom_score_adj.
+    pub oom_score_adj: i32,
 }
 
 /// A config file that cannot be understood.
@@ -265,6 +269,10 @@ impl GuestConfig {
                 &bpf.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             );
         }
+        for (r, soft, hard) in &self.rlimits {
+            put("rlimit", &format!("{r} {soft} {hard}"));
+        }
+        put("oom_score_adj", &self.oom_score_adj.to_string());
         lines.push("end".to_string());
         lines.join("\n") + "\n"
     }
@@ -347,6 +355,18 @@ impl GuestConfig {
             }
             "debug" => self.debug = v == "1",
             "seccomp" => self.seccomp = Some(from_hex(v)?),
+            "rlimit" => {
+                let bad = || ConfigError(format!("rlimit: {v:?} is not RESOURCE SOFT HARD"));
+                let mut it = v.split(' ');
+                let mut next = || it.next().ok_or_else(bad).and_then(&num);
+                let (r, soft, hard) = (next()?, next()?, next()?);
+                self.rlimits.push((to_u32(key, r)?, soft, hard));
+            }
+            "oom_score_adj" => {
+                self.oom_score_adj = v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("oom_score_adj: {v:?} is not a number")))?;
+            }
             _ => return Err(ConfigError(format!("unknown key {key:?}"))),
         }
         Ok(())
@@ -408,6 +428,8 @@ mod tests {
             ],
             debug: false,
             seccomp: Some(vec![0x20, 0, 0, 0, 4, 0, 0, 0, 0x06, 0, 0xff, 0x7f]),
+            rlimits: vec![(7, 1024, 1024), (4, 0, u64::MAX)],
+            oom_score_adj: -17,
         }
     }
 

@@ -83,18 +83,14 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     let plan = setup::workload_plan(&cfg, root);
     let sigchld = pump::sigchld_fd()?;
     match spawn::spawn(&cfg, root, cgroup.as_deref(), &plan)? {
-        Ok(w) => {
+        spawn::Started::Running(w) => {
             host.event(EVENT_STARTED);
             pump::run(host.as_mut(), w, &sigchld)
         }
-        Err((spawn::STEP_EXEC, errno)) => {
+        spawn::Started::ExecFailed(errno) => {
             host.event(EVENT_STARTED);
             Ok(ExitReport::ExecFailed(u32::try_from(errno).unwrap_or(0)))
         }
-        Err((step, errno)) => Err(InitError {
-            op: format!("start the workload: {}", spawn::step_name(step)),
-            source: std::io::Error::from_raw_os_error(errno),
-        }),
     }
 }
 
