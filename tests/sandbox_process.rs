@@ -9,6 +9,7 @@
 //! caller's terminal and keyring, which only exist on this side of the lab: those two
 //! run in container mode (the microVM shares neither with the host by construction).
 
+#[allow(unused_imports)] // gate::skip_privileged is for the in_both_modes macro.
 mod support;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
