@@ -2,7 +2,8 @@
 //!
 //! The kernel runs it from the initramfs (`rdinit=/init`). It mounts the init's own
 //! /dev, /proc, /sys; reads the workload config ([`protocol::CONFIG_PATH`]); opens the isol
-//! channel (port I/O, see `vmm/src/channel`); sets the hostname, brings up loopback,
+//! channel (port I/O, see `vmm/src/channel`); sets the hostname, brings up loopback
+//! (a failure is fatal, as in container mode: isol-sandbox `net`),
 //! prepares the workload root and cgroup; starts the workload as its child; pumps stdio
 //! and signals until the workload ends; reports the exit status through the channel, so
 //! the VMM ends the VM. Its own errors go to the console (ttyS0) and are reported as
@@ -72,10 +73,11 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     let host = host_slot.insert(open_host(&cfg)?);
     host.event(EVENT_READY);
     sys::sethostname(&cfg.hostname).ctx(|| format!("set the hostname to {:?}", cfg.hostname))?;
-    if let Err(e) = setup::loopback() {
-        // A kernel without networking has no lo to bring up; the workload has no network
-        // either way, so this is worth a console line, not a failed run.
-        print_error(&e);
+    // One rule in both modes (isol-sandbox `net`): failing to bring lo up fails the run,
+    // unless the kernel has no networking at all.
+    match setup::loopback() {
+        Err(e) if isol_sandbox::net::no_network(e.source.raw_os_error().unwrap_or(0)) => {}
+        r => r?,
     }
     let cgroup = setup::cgroup(&cfg)?;
     let root = setup::rootfs();
