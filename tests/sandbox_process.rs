@@ -4,6 +4,11 @@
 //! attributes set from the spec, identical in both modes (rlimits, capability sets,
 //! no_new_privs, seccomp).
 //!
+//! The CVE-2019-5736 class: whatever process performs the workload's execve is never a
+//! host binary (it is isol-sandbox's exec stub, from a sealed memfd), so a
+//! `#!/proc/self/exe` interpreter cannot re-execute isol inside, and the init is
+//! non-dumpable, so its `/proc/1/exe` (isol in container mode) is out of reach.
+//!
 //! The raw calls come from a tiny static C program (`PROBE_C`, built with `gcc -static`
 //! at test time into a copy of the default rootfs). TIOCSTI and the keyring need the
 //! caller's terminal and keyring, which only exist on this side of the lab: those two
@@ -109,6 +114,10 @@ fn probe_rootfs() -> &'static Path {
         let src = scratch().join("probe.c");
         std::fs::write(&src, PROBE_C).expect("write probe.c");
         // gcc is a build dependency of the guest kernel (scripts/setup.sh installs it).
+        // Re-executes "whatever /proc/self/exe is" at the workload's own execve.
+        let reexec = dir.join("bin/reexec");
+        std::fs::write(&reexec, "#!/proc/self/exe --version\n").expect("write bin/reexec");
+        run_ok(Command::new("chmod").arg("755").arg(&reexec));
         run_ok(
             Command::new("gcc")
                 .args(["-static", "-O1", "-o"])
@@ -331,4 +340,62 @@ fn hard_limit_above_callers_is_isol_error() {
     let e = stderr(&out);
     assert!(e.contains("RLIMIT_NOFILE: hard limit"), "{e}");
     assert!(e.contains("CAP_SYS_RESOURCE"), "{e}");
+}
+
+/// A `#!/proc/self/exe` interpreter line at the workload's own execve runs the exec stub
+/// again (which has nothing to run: 127), never isol (`isol --version`) or the guest init.
+fn proc_self_exe_interpreter_is_not_a_host_binary(mode: Mode) {
+    let root = root_arg();
+    let out = run_isol(mode, &["--rootfs", &root, "--", "/bin/reexec"], b"");
+    assert!(
+        !stdout(&out).contains("isol"),
+        "{mode:?}: the workload re-executed isol: {:?}",
+        stdout(&out)
+    );
+    assert_code(&out, 127);
+    assert_eq!(stdout(&out), "", "{mode:?}");
+}
+
+#[test]
+fn proc_self_exe_interpreter_container() {
+    proc_self_exe_interpreter_is_not_a_host_binary(Mode::Container);
+}
+
+#[test]
+fn proc_self_exe_interpreter_vm() {
+    proc_self_exe_interpreter_is_not_a_host_binary(Mode::Vm);
+}
+
+/// The workload cannot reach its init's executable through /proc/1/exe (isol itself in
+/// container mode): chmod through it fails and the binary keeps its mode. Runs a copy of
+/// isol, so that the old behaviour (chmod 4755 succeeds) cannot harm the binary under test.
+#[test]
+fn init_exe_unreachable_from_the_workload() {
+    require_root();
+    let copy = scratch().join("isol-copy");
+    let _ = std::fs::remove_file(&copy);
+    std::fs::copy(isol_bin(), &copy).expect("copy isol");
+    run_ok(Command::new("chmod").arg("755").arg(&copy));
+    let out = Command::new(&copy)
+        .args(["run", "--mode", "container", "--", "sh", "-c"])
+        .arg("chmod 4755 /proc/1/exe 2>/dev/null; echo chmod=$?; cat /proc/1/exe >/dev/null 2>&1; echo read=$?")
+        .output()
+        .expect("run the isol copy");
+    assert_code(&out, 0);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&copy)
+        .expect("stat the copy")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "the workload changed isol's mode");
+    assert_eq!(stdout(&out), "chmod=1\nread=1\n");
+}
+
+/// The same from inside the microVM: its namespace init (the guest init) is out of reach.
+#[test]
+fn init_exe_unreachable_from_the_workload_vm() {
+    let cmd = "chmod 4755 /proc/1/exe 2>/dev/null; echo chmod=$?; cat /proc/1/exe >/dev/null 2>&1; echo read=$?";
+    let out = run_isol(Mode::Vm, &["--", "sh", "-c", cmd], b"");
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "chmod=1\nread=1\n");
 }

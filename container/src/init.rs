@@ -91,7 +91,7 @@ fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<()
         what: "duplicate the report pipe".into(),
         errno: e.raw_os_error().unwrap_or(libc::EIO),
     })?;
-    supervisor::run(&LinuxSyscall, report, fail, || {
-        workload::exec(&LinuxSyscall, &cfg.workload)
+    supervisor::run(&LinuxSyscall, report, fail, |fail| {
+        workload::exec(&LinuxSyscall, &cfg.workload, fail)
     })
 }

@@ -69,7 +69,7 @@ pub fn run(ns: NsInit<'_>) -> ! {
         ..
     } = ns;
     let sys = LinuxSyscall;
-    match supervisor::run(&sys, &exit, status, move || child(prep, &stdio)) {
+    match supervisor::run(&sys, &exit, status, move |fail| child(prep, &stdio, fail)) {
         Ok(()) => exit_now(0),
         Err(r) => {
             r.send(&exit);
@@ -88,7 +88,7 @@ fn failed(what: &str) -> Report {
 }
 
 /// The workload process: the guest's own steps, then the sandbox's. Returns the failure.
-fn child(p: &Prepared, stdio: &[OwnedFd; 3]) -> Report {
+fn child(p: &Prepared, stdio: &[OwnedFd; 3], report: &OwnedFd) -> Report {
     macro_rules! check {
         ($what:expr, $e:expr) => {
             if $e < 0 {
@@ -139,5 +139,5 @@ fn child(p: &Prepared, stdio: &[OwnedFd; 3]) -> Report {
             libc::chroot(p.root.as_ptr())
         );
     }
-    workload::exec(&LinuxSyscall, &p.workload)
+    workload::exec(&LinuxSyscall, &p.workload, report)
 }

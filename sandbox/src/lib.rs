@@ -12,6 +12,7 @@ pub mod privdrop;
 pub mod report;
 pub mod rlimit;
 pub mod seccomp;
+pub mod stub;
 pub mod supervisor;
 pub mod syscall;
 pub mod workload;

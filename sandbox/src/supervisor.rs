@@ -58,14 +58,14 @@ pub fn on_wait(status: WaitStatus, workload: Pid) -> Option<Report> {
     }
 }
 
-/// Runs the init: forks the workload, which runs `workload` (it execs, or returns the
-/// failure to report, which is sent on `fail` before the child exits 127 for an exec
-/// failure, 125 otherwise); then supervises it until it ends and sends its end on
+/// Runs the init: forks the workload, which runs `workload` with `fail` (it execs, or
+/// returns the failure to report, which is sent on `fail` before the child exits 127 for
+/// an exec failure, 125 otherwise); then supervises it until it ends and sends its end on
 /// `report`. `workload` is dropped unrun in the init, so fds it owns (the workload's
 /// stdio) are closed there. Returns an error only when the init itself fails.
 pub fn run<F>(sys: &dyn Syscall, report: &OwnedFd, fail: OwnedFd, workload: F) -> Result<(), Report>
 where
-    F: FnOnce() -> Report,
+    F: FnOnce(&OwnedFd) -> Report,
 {
     sys.set_dumpable(false)
         .map_err(setup("make the init non-dumpable"))?;
@@ -84,7 +84,7 @@ where
     match unsafe { nix::unistd::fork() }.map_err(setup("fork the workload"))? {
         ForkResult::Child => {
             drop(sigfd);
-            let r = workload();
+            let r = workload(&fail);
             r.send(&fail);
             exit_now(if matches!(r, Report::Exec(_)) {
                 127
@@ -158,7 +158,7 @@ mod tests {
             ..Default::default()
         };
         let (r, w) = nix::unistd::pipe().unwrap();
-        let e = run(&fake, &w, r, || unreachable!()).unwrap_err();
+        let e = run(&fake, &w, r, |_| unreachable!()).unwrap_err();
         assert_eq!(
             e,
             Report::Setup {

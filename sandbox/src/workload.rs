@@ -12,10 +12,13 @@
 //! 7. default signal dispositions and an empty signal mask (the init blocks everything;
 //!    isol's runtime ignores SIGPIPE);
 //! 8. every fd from 3 up close-on-exec (close_range), so only stdio crosses the execve;
-//! 9. the seccomp filter, last, so nothing above runs under it;
-//! 10. execve through `PATH` ([`crate::exec`]).
+//! 9. the exec stub ([`crate::stub`]) in a sealed memfd, and the report pipe as its fd 3;
+//! 10. the seccomp filter, last, so nothing above runs under it;
+//! 11. execveat of the stub, which execs the workload through `PATH` ([`crate::exec`]'s
+//!     rules), so the process that performs the workload's execve is never a host binary.
 
 use std::ffi::{CString, NulError, OsStr};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -91,15 +94,19 @@ fn setup(what: impl Into<String>) -> impl FnOnce(Errno) -> Report {
 }
 
 /// Runs the steps above in the workload process; returns only on failure, with the
-/// report to send (an exec failure is [`Report::Exec`]).
-pub fn exec(sys: &dyn Syscall, w: &Workload) -> Report {
-    match prepare(sys, w) {
-        Ok(()) => Report::Exec(exec::exec_first(sys, &w.candidates, &w.argv, &w.envp) as i32),
-        Err(r) => r,
-    }
+/// report to send. `report` is the pipe the stub reports an exec failure on (as
+/// [`Report::Exec`]: 127 or 126).
+pub fn exec(sys: &dyn Syscall, w: &Workload, report: &OwnedFd) -> Report {
+    let stub = match prepare(sys, w, report) {
+        Ok(stub) => stub,
+        Err(r) => return r,
+    };
+    let argv = crate::stub::argv(&w.candidates, &w.argv);
+    let e = sys.execve_fd(&stub, &argv, &w.envp);
+    setup("execute isol's exec stub (execveat; a seccomp profile must allow it)")(e)
 }
 
-fn prepare(sys: &dyn Syscall, w: &Workload) -> Result<(), Report> {
+fn prepare(sys: &dyn Syscall, w: &Workload, report: &OwnedFd) -> Result<OwnedFd, Report> {
     sys.setsid()
         .map_err(setup("start a new session (setsid)"))?;
     match sys.join_session_keyring() {
@@ -117,11 +124,16 @@ fn prepare(sys: &dyn Syscall, w: &Workload) -> Result<(), Report> {
     sys.reset_signals()
         .map_err(setup("reset signal dispositions and mask"))?;
     sys.cloexec_from(3);
+    sys.report_fd_to_3(report)
+        .map_err(setup("pass the report pipe to the exec stub"))?;
+    let stub = sys
+        .stub_memfd()
+        .map_err(setup("create the exec stub's sealed memfd"))?;
     if let Some(f) = &w.seccomp {
         sys.install_seccomp(f)
             .map_err(setup("install the seccomp filter"))?;
     }
-    Ok(())
+    Ok(stub)
 }
 
 #[cfg(test)]
@@ -147,6 +159,10 @@ mod tests {
         w
     }
 
+    fn report_fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
     /// The log without the per-capability bounding-set drops.
     fn steps(fake: &FakeSyscall) -> Vec<String> {
         let log = fake.log();
@@ -157,10 +173,15 @@ mod tests {
 
     #[test]
     fn test_exec_runs_every_step_in_order() {
-        let mut fake = FakeSyscall::default();
-        fake.exec_errnos.insert("/b/sh".into(), Errno::EACCES);
-        let r = exec(&fake, &workload(0));
-        assert_eq!(r, Report::Exec(libc::EACCES));
+        let fake = FakeSyscall::default();
+        let r = exec(&fake, &workload(0), &report_fd());
+        assert_eq!(
+            r,
+            Report::Setup {
+                what: "execute isol's exec stub (execveat; a seccomp profile must allow it)".into(),
+                errno: libc::ENOEXEC
+            }
+        );
         let n = workload(0).seccomp.unwrap().len();
         assert_eq!(
             steps(&fake),
@@ -179,9 +200,10 @@ mod tests {
                 "umask 022".into(),
                 "reset_signals".into(),
                 "cloexec_from 3".into(),
+                "report_fd_to_3".into(),
+                "stub_memfd".into(),
                 format!("seccomp {n} insns"),
-                "execve /a/sh sh -c".into(),
-                "execve /b/sh sh -c".into(),
+                "execve_stub [/a/sh,/b/sh,,sh,-c]".into(),
             ]
         );
     }
@@ -192,7 +214,7 @@ mod tests {
             fail_on: Some("chdir".into()),
             ..Default::default()
         };
-        let r = exec(&fake, &workload(1000));
+        let r = exec(&fake, &workload(1000), &report_fd());
         assert_eq!(
             r,
             Report::Setup {
@@ -208,7 +230,10 @@ mod tests {
             fail_on: Some("setsid".into()),
             ..Default::default()
         };
-        assert!(matches!(exec(&fake, &workload(0)), Report::Setup { .. }));
+        assert!(matches!(
+            exec(&fake, &workload(0), &report_fd()),
+            Report::Setup { .. }
+        ));
         assert_eq!(fake.log(), ["setsid"]);
     }
 }

@@ -180,4 +180,20 @@ impl Syscall for FakeSyscall {
         }
         self.exec_errnos.get(&p).copied().unwrap_or(Errno::ENOENT)
     }
+    fn stub_memfd(&self) -> nix::Result<OwnedFd> {
+        self.record("stub_memfd".into())?;
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|_| Errno::EIO)
+    }
+    fn report_fd_to_3(&self, _fd: &OwnedFd) -> nix::Result<()> {
+        self.record("report_fd_to_3".into())
+    }
+    fn execve_fd(&self, _fd: &OwnedFd, argv: &[CString], _envp: &[CString]) -> Errno {
+        let args: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+        match self.record(format!("execve_stub [{}]", args.join(","))) {
+            Err(e) => e,
+            Ok(()) => Errno::ENOEXEC,
+        }
+    }
 }

@@ -319,6 +319,46 @@ impl Syscall for LinuxSyscall {
             Ok(never) => match never {},
         }
     }
+
+    fn stub_memfd(&self) -> nix::Result<OwnedFd> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create(
+            c"isol-exec-stub",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let stub = &crate::stub::STUB;
+        if nix::unistd::write(&fd, stub)? != stub.len() {
+            return Err(Errno::EIO);
+        }
+        let seals = SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+        Ok(fd)
+    }
+
+    fn report_fd_to_3(&self, fd: &OwnedFd) -> nix::Result<()> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: dup2/fcntl on descriptors of this process; fd 3 is replaced on purpose
+        // (everything from 3 up is close-on-exec by now, so nothing there is needed).
+        let rc = unsafe {
+            if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            }
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn execve_fd(&self, fd: &OwnedFd, argv: &[CString], envp: &[CString]) -> Errno {
+        match nix::unistd::execveat(fd, c"", argv, envp, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        }
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ pub trait Syscall {
     fn install_seccomp(&self, filter: &crate::seccomp::Filter) -> nix::Result<()>;
     /// execve(2); returns only on failure, with its errno.
     fn execve(&self, path: &CStr, argv: &[CString], envp: &[CString]) -> Errno;
+    /// A memfd (close-on-exec) holding [`crate::stub::STUB`], sealed against any change.
+    fn stub_memfd(&self) -> nix::Result<OwnedFd>;
+    /// Makes `fd` also fd 3, without close-on-exec (the exec stub's report fd).
+    fn report_fd_to_3(&self, fd: &OwnedFd) -> nix::Result<()>;
+    /// execveat(fd, "", argv, envp, AT_EMPTY_PATH); returns only on failure.
+    fn execve_fd(&self, fd: &OwnedFd, argv: &[CString], envp: &[CString]) -> Errno;
 }
 
 /// The capability sets capset(2) sets (bit per capability).
