@@ -9,7 +9,7 @@
 //!
 //! Design choices:
 //! - A small init (a clone of isol, no exec) is PID 1 and forwards signals to the
-//!   workload, like `docker run --init`; see `init`.
+//!   workload, like `docker run --init`; see `init` and isol-sandbox's `supervisor`.
 //! - Mounts exist only in the container's mount namespace (everything below `/` is made
 //!   private first), so they vanish with it; the host keeps no per-run directory.
 //! - Only limited controllers get a cgroup, and only runs with cgroups get a run record
