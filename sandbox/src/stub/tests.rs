@@ -66,6 +66,14 @@ fn test_stub_reports_path_search_errno_like_exec_first() {
         run_stub(&["/", "/nowhere/a", "", "a"]),
         (127, vec![Report::Exec(libc::EACCES)])
     );
+    // Any other errno (ENOEXEC: neither ELF nor #!) ends the search: the shell after it
+    // is not tried.
+    let junk = std::env::temp_dir().join(format!("isol-stub-junk-{}", std::process::id()));
+    std::fs::write(&junk, b"\x01\x02 not a program").unwrap();
+    std::fs::set_permissions(&junk, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let got = run_stub(&[junk.to_str().unwrap(), "/bin/sh", "", "sh", "-c", "exit 0"]);
+    let _ = std::fs::remove_file(&junk);
+    assert_eq!(got, (127, vec![Report::Exec(libc::ENOEXEC)]));
     // No candidate at all.
     assert_eq!(
         run_stub(&["", "a"]),

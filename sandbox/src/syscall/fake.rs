@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -33,8 +33,6 @@ pub struct FakeSyscall {
     pub kinds: BTreeMap<PathBuf, FileKind>,
     /// A call whose log line starts with this fails with EPERM.
     pub fail_on: Option<String>,
-    /// What execve of a path answers (a path not listed: ENOENT).
-    pub exec_errnos: BTreeMap<String, Errno>,
 }
 
 impl FakeSyscall {
@@ -171,14 +169,6 @@ impl Syscall for FakeSyscall {
     }
     fn install_seccomp(&self, f: &crate::seccomp::Filter) -> nix::Result<()> {
         self.record(format!("seccomp {} insns", f.len()))
-    }
-    fn execve(&self, path: &CStr, argv: &[CString], _envp: &[CString]) -> Errno {
-        let p = path.to_string_lossy().into_owned();
-        let args: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-        if let Err(e) = self.record(format!("execve {p} {}", args.join(" "))) {
-            return e;
-        }
-        self.exec_errnos.get(&p).copied().unwrap_or(Errno::ENOENT)
     }
     fn stub_memfd(&self) -> nix::Result<OwnedFd> {
         self.record("stub_memfd".into())?;

@@ -2,7 +2,7 @@
 //! Every `unsafe` block of the setup layer lives here (the clone/fork/exec path lives in
 //! `process`).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -311,13 +311,6 @@ impl Syscall for LinuxSyscall {
 
     fn install_seccomp(&self, filter: &crate::seccomp::Filter) -> nix::Result<()> {
         crate::seccomp::install(filter)
-    }
-
-    fn execve(&self, path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
-        match nix::unistd::execve(path, argv, envp) {
-            Err(e) => e,
-            Ok(never) => match never {},
-        }
     }
 
     fn stub_memfd(&self) -> nix::Result<OwnedFd> {

@@ -3,7 +3,7 @@
 //! fake ([`fake::FakeSyscall`]) while the real thing ([`linux::LinuxSyscall`]) is a thin
 //! layer that does no thinking of its own (youki's `Syscall`, but injected).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -87,8 +87,6 @@ pub trait Syscall {
     fn cloexec_from(&self, first: u32);
     /// Installs a seccomp filter on the calling thread (needs no_new_privs).
     fn install_seccomp(&self, filter: &crate::seccomp::Filter) -> nix::Result<()>;
-    /// execve(2); returns only on failure, with its errno.
-    fn execve(&self, path: &CStr, argv: &[CString], envp: &[CString]) -> Errno;
     /// A memfd (close-on-exec) holding [`crate::stub::STUB`], sealed against any change.
     fn stub_memfd(&self) -> nix::Result<OwnedFd>;
     /// Makes `fd` also fd 3, without close-on-exec (the exec stub's report fd).
