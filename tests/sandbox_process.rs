@@ -399,3 +399,26 @@ fn init_exe_unreachable_from_the_workload_vm() {
     assert_code(&out, 0);
     assert_eq!(stdout(&out), "chmod=1\nread=1\n");
 }
+
+/// Lowering oom_score_adj below isol's own needs CAP_SYS_RESOURCE too: refused up front.
+#[test]
+fn oom_score_adj_below_callers_is_isol_error() {
+    require_root();
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .expect("read oom_score_adj")
+        .trim()
+        .parse()
+        .expect("a number");
+    let want = (own - 1).to_string();
+    let out = run_isol(
+        Mode::Container,
+        &["--oom-score-adj", &want, "--", "true"],
+        b"",
+    );
+    assert_code(&out, 125);
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!("oom_score_adj {want} is below isol's own")),
+        "{e}"
+    );
+}

@@ -1,7 +1,10 @@
 //! The workload's resource limits and oom_score_adj, set from the spec in both modes
 //! (never inherited from whoever ran isol), and the check isol makes before anything
-//! starts: a hard limit can only be raised above isol's own with CAP_SYS_RESOURCE, so
-//! such a spec is refused up front (exit 125, naming the limit) instead of half-starting.
+//! starts: a hard limit can only be raised above isol's own, and oom_score_adj only be
+//! lowered below isol's own, with CAP_SYS_RESOURCE, so such a spec is refused up front
+//! (exit 125, naming the limit) instead of half-starting. The rule is isol's, on the host
+//! side, for both modes: the guest init could do either (it is root in the guest), but a
+//! spec must mean the same in both modes.
 
 use isol_common::spec::{Rlimit, RLIM_INFINITY};
 use nix::errno::Errno;
@@ -13,20 +16,35 @@ const CAP_SYS_RESOURCE: u32 = 24;
 
 /// A limit of the spec that this isol cannot give.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{name}: hard limit {wanted} is above isol's own ({own}) and raising it needs \
-     CAP_SYS_RESOURCE, which isol does not have; ask for at most {own} \
-     (--ulimit {short}=SOFT:{own}) or raise isol's own limit first"
-)]
-pub struct RlimitError {
-    /// The OCI name.
-    pub name: &'static str,
-    /// The hard limit asked for.
-    pub wanted: String,
-    /// isol's own hard limit.
-    pub own: String,
-    /// The `--ulimit` name (`nofile`).
-    pub short: String,
+pub enum RlimitError {
+    /// A hard limit above isol's own.
+    #[error(
+        "{name}: hard limit {wanted} is above isol's own ({own}) and raising it needs \
+         CAP_SYS_RESOURCE, which isol does not have; ask for at most {own} \
+         (--ulimit {short}=SOFT:{own}) or raise isol's own limit first"
+    )]
+    Hard {
+        /// The OCI name.
+        name: &'static str,
+        /// The hard limit asked for.
+        wanted: String,
+        /// isol's own hard limit.
+        own: String,
+        /// The `--ulimit` name (`nofile`).
+        short: String,
+    },
+    /// An oom_score_adj below isol's own.
+    #[error(
+        "oom_score_adj {wanted} is below isol's own ({own}) and lowering it needs \
+         CAP_SYS_RESOURCE, which isol does not have; ask for at least {own} \
+         (--oom-score-adj {own})"
+    )]
+    OomScoreAdj {
+        /// The value asked for.
+        wanted: i32,
+        /// isol's own.
+        own: i32,
+    },
 }
 
 fn show(v: u64) -> String {
@@ -68,15 +86,35 @@ fn own_hard(resource: u32) -> Option<u64> {
     (rc == 0).then_some(old.rlim_max)
 }
 
-/// Refuses limits the workload could not be given (both modes apply the same rule, so a
-/// spec that runs in one mode runs in the other).
-pub fn check_caller(limits: &[Rlimit]) -> Result<(), RlimitError> {
+/// isol's own oom_score_adj (0 when it cannot be read).
+fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Refuses limits and an oom_score_adj the workload could not be given (both modes apply
+/// the same rule, so a spec that runs in one mode runs in the other).
+pub fn check_caller(limits: &[Rlimit], oom_score_adj: i32) -> Result<(), RlimitError> {
+    check_limits(limits)?;
+    let own = own_oom_score_adj();
+    if oom_score_adj < own && !has_sys_resource() {
+        return Err(RlimitError::OomScoreAdj {
+            wanted: oom_score_adj,
+            own,
+        });
+    }
+    Ok(())
+}
+
+fn check_limits(limits: &[Rlimit]) -> Result<(), RlimitError> {
     let too_high = limits
         .iter()
         .filter_map(|r| own_hard(r.resource).map(|own| (r, own)))
         .find(|(r, own)| r.hard > *own);
     match too_high {
-        Some((r, own)) if !has_sys_resource() => Err(RlimitError {
+        Some((r, own)) if !has_sys_resource() => Err(RlimitError::Hard {
             name: r.name(),
             wanted: show(r.hard),
             own: show(own),
@@ -135,14 +173,22 @@ mod tests {
             soft: 0,
             hard: own,
         };
-        check_caller(&[same]).unwrap();
+        let adj = own_oom_score_adj();
+        check_caller(&[same], adj).unwrap();
+        if !has_sys_resource() {
+            let e = check_caller(&[], adj - 1).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("oom_score_adj {} is below", adj - 1)),
+                "{e}"
+            );
+        }
         if own != RLIM_INFINITY && !has_sys_resource() {
             let more = Rlimit {
                 resource: 7,
                 soft: 0,
                 hard: own + 1,
             };
-            let e = check_caller(&[more]).unwrap_err().to_string();
+            let e = check_caller(&[more], adj).unwrap_err().to_string();
             assert!(e.starts_with("RLIMIT_NOFILE: hard limit "), "{e}");
             assert!(e.contains("--ulimit nofile=SOFT:"), "{e}");
         }
