@@ -72,6 +72,12 @@ pub struct WorkloadArgs {
     /// Seccomp profile: default (Docker's), unconfined, or an OCI/Docker JSON profile file.
     #[arg(long, value_name = "default|unconfined|FILE")]
     pub seccomp: Option<String>,
+    /// Resource limit of the workload (repeatable), e.g. nofile=1024:4096 (default: nofile=1024).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// The workload's oom_score_adj, -1000..1000 (default 0).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<String>,
     /// Guest kernel for VM mode (default: $ISOL_KERNEL, then the one `isol kernel` shows).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
@@ -182,6 +188,8 @@ impl WorkloadArgs {
             pids: self.pids.clone(),
             timeout: self.timeout.clone(),
             seccomp: self.seccomp.clone(),
+            ulimits: self.ulimit.clone(),
+            oom_score_adj: self.oom_score_adj.clone(),
         }
     }
 }
@@ -224,6 +232,10 @@ mod tests {
             "/tmp",
             "--seccomp",
             "unconfined",
+            "--ulimit",
+            "nofile=10:20",
+            "--oom-score-adj",
+            "-5",
             "--",
             "sh",
             "-c",
@@ -240,6 +252,8 @@ mod tests {
         assert!(ov.read_only);
         assert_eq!(ov.volumes, vec!["/tmp:/d:ro"]);
         assert_eq!(ov.seccomp.as_deref(), Some("unconfined"));
+        assert_eq!(ov.ulimits, vec!["nofile=10:20"]);
+        assert_eq!(ov.oom_score_adj.as_deref(), Some("-5"));
     }
 
     #[test]

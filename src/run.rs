@@ -38,6 +38,9 @@ pub fn resolve_spec(
     if spec.rootfs.is_none() {
         spec.rootfs = Some(isol_common::rootfs::default_rootfs()?);
     }
+    // The same rule in both modes, before anything starts: no hard limit above isol's
+    // own, no oom_score_adj below it (without CAP_SYS_RESOURCE).
+    isol_sandbox::rlimit::check_caller(&spec.rlimits, spec.oom_score_adj)?;
     Ok(spec)
 }
 

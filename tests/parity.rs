@@ -13,6 +13,15 @@
 //!   volumes is refused, file locks taken in the guest are not seen by host processes, and
 //!   extended attributes (file capabilities among them) are not served.
 //! - Timing: VM mode boots a kernel first, so start-up latency differs (see `isol compare`).
+//! - Resource limits named neither by isol's defaults (`RLIMIT_NOFILE` 1024:1024) nor by the
+//!   spec are the kernel's defaults: the caller's in container mode, the guest kernel's in
+//!   VM mode (`ulimit -s`, `-l`, `-u` may differ). The process side of the sandbox (session,
+//!   keyring, capabilities, no_new_privs, rlimits, oom_score_adj, umask, signals, fds,
+//!   seccomp, exec lookup) is one implementation (isol-sandbox) and does not differ.
+//! - The refusal of a hard rlimit above isol's own is decided by isol on the host side,
+//!   from isol's own limits and capabilities, so it is the same rule in both modes.
+//! - The host's terminal and session keyring exist only on the host: a VM-mode workload
+//!   never shares them (container mode gets its own session and keyring instead).
 //!
 //! Anything else that differs is a bug, and a test here should catch it.
 

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::size::parse_size;
 
+mod process;
 mod seccomp;
+pub use process::{parse_ulimit, Rlimit, DEFAULT_RLIMITS, RLIMIT_NAMES, RLIM_INFINITY};
 pub use seccomp::Seccomp;
 
 /// The isolation model.
@@ -105,6 +107,10 @@ pub struct WorkloadSpec {
     pub timeout: Option<Duration>,
     /// The workload's seccomp profile.
     pub seccomp: Seccomp,
+    /// Resource limits the workload starts with (see [`DEFAULT_RLIMITS`]).
+    pub rlimits: Vec<Rlimit>,
+    /// The workload's oom_score_adj (-1000..=1000, default 0).
+    pub oom_score_adj: i32,
 }
 
 /// Default `PATH` inside the workload (docker's).
@@ -186,6 +192,10 @@ pub struct Overrides {
     pub timeout: Option<String>,
     /// `--seccomp default|unconfined|FILE`.
     pub seccomp: Option<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`, repeatable.
+    pub ulimits: Vec<String>,
+    /// `--oom-score-adj`.
+    pub oom_score_adj: Option<String>,
 }
 
 /// A spec that cannot be used.
@@ -261,6 +271,9 @@ struct ProcessFile {
     env: BTreeMap<String, String>,
     cwd: Option<String>,
     user: Option<UserFile>,
+    #[serde(default)]
+    rlimits: process::RlimitsFile,
+    oom_score_adj: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,6 +495,9 @@ impl WorkloadSpec {
         )?;
 
         let seccomp = seccomp::pick_seccomp(ov.seccomp.as_deref(), f.security.as_ref())?;
+        let rlimits = process::rlimits(&f.process.rlimits, &ov.ulimits)?;
+        let oom_score_adj =
+            process::oom_score_adj(ov.oom_score_adj.as_deref(), f.process.oom_score_adj)?;
 
         Ok(WorkloadSpec {
             mode,
@@ -497,6 +513,8 @@ impl WorkloadSpec {
             network,
             timeout,
             seccomp,
+            rlimits,
+            oom_score_adj,
         })
     }
 }

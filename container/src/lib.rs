@@ -9,7 +9,7 @@
 //!
 //! Design choices:
 //! - A small init (a clone of isol, no exec) is PID 1 and forwards signals to the
-//!   workload, like `docker run --init`; see `init`.
+//!   workload, like `docker run --init`; see `init` and isol-sandbox's `supervisor`.
 //! - Mounts exist only in the container's mount namespace (everything below `/` is made
 //!   private first), so they vanish with it; the host keeps no per-run directory.
 //! - Only limited controllers get a cgroup, and only runs with cgroups get a run record
@@ -17,12 +17,11 @@
 //!   parent-death signal, taking the namespaces along).
 //!
 //! Module map: `syscall` (the kernel, behind a trait with a recording fake), `rootfs`
-//! (mount plan), `cgroup` (layout detection, limits), `namespaces`, `security`
-//! (privilege drop), `exec` (PATH lookup), `init` (code inside the container),
+//! (mount plan), `cgroup` (layout detection, limits), `namespaces`, `init` (code inside
+//! the container up to isol-sandbox's supervisor and workload steps),
 //! `process` (clone, signals, timeout, outcome), `record` + `gc` (cleanup after kills).
 #![warn(missing_docs)]
 
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,21 +30,19 @@ use isol_common::{Backend, Prepared, WorkloadExit, WorkloadSpec};
 
 pub mod cgroup;
 mod error;
-pub mod exec;
 pub mod gc;
 pub mod init;
 pub mod namespaces;
 pub mod process;
 pub mod record;
-pub mod report;
 pub mod rootfs;
-pub mod security;
 pub use isol_sandbox::syscall;
 
 pub use error::ContainerError;
 
 use cgroup::{Cgroups, Controller, CpusetInfo, Layout};
 use init::ChildConfig;
+use isol_sandbox::workload::Workload;
 use record::{Owner, RunRecord};
 
 /// The container backend.
@@ -92,10 +89,6 @@ pub struct PreparedContainer {
     started: Instant,
 }
 
-fn cstring(s: &str, what: &'static str) -> Result<CString, ContainerError> {
-    CString::new(s).map_err(|_| ContainerError::Nul { what })
-}
-
 fn run_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -133,35 +126,22 @@ fn child_config(
     spec: &WorkloadSpec,
     steps: Vec<rootfs::Step>,
 ) -> Result<ChildConfig, ContainerError> {
-    let env = spec.effective_env();
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_str());
-    let candidates = exec::candidates(&spec.args[0], path)
-        .iter()
-        .map(|c| cstring(c, "command"))
-        .collect::<Result<_, _>>()?;
+    let identity = isol_sandbox::privdrop::Identity {
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        caps: default_capability_mask(),
+    };
+    let cwd = spec.cwd.to_string_lossy();
+    let mut workload = Workload::new(&spec.args, &spec.effective_env(), &cwd, identity)
+        .map_err(|_| ContainerError::Nul { what: "command" })?;
+    workload.rlimits.clone_from(&spec.rlimits);
+    workload.oom_score_adj = spec.oom_score_adj;
+    workload.seccomp =
+        isol_sandbox::seccomp::for_spec(&spec.seccomp).map_err(ContainerError::Seccomp)?;
     Ok(ChildConfig {
         steps,
         hostname: spec.hostname.clone(),
-        identity: security::Identity {
-            uid: spec.user.uid,
-            gid: spec.user.gid,
-            caps: default_capability_mask(),
-        },
-        cwd: spec.cwd.clone(),
-        argv: spec
-            .args
-            .iter()
-            .map(|a| cstring(a, "command"))
-            .collect::<Result<_, _>>()?,
-        envp: env
-            .iter()
-            .map(|(k, v)| cstring(&format!("{k}={v}"), "environment"))
-            .collect::<Result<_, _>>()?,
-        candidates,
-        seccomp: isol_sandbox::seccomp::for_spec(&spec.seccomp).map_err(ContainerError::Seccomp)?,
+        workload,
     })
 }
 

@@ -27,8 +27,7 @@ pub fn clone_flags(cgroups_to_join: bool) -> CloneFlags {
 pub fn setup(sys: &dyn Syscall, hostname: &str) -> Result<(), (&'static str, Errno)> {
     sys.sethostname(hostname)
         .map_err(|e| ("set the hostname", e))?;
-    sys.loopback_up()
-        .map_err(|e| ("bring the loopback interface up", e))
+    isol_sandbox::net::loopback_up(sys).map_err(|e| ("bring the loopback interface up", e))
 }
 
 /// Runs in the init once isol has moved it into the run's cgroups: a new cgroup

@@ -14,16 +14,16 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 use crate::cgroup::Cgroups;
 use crate::error::ContainerError;
 use crate::init::{self, ChildConfig};
 use crate::namespaces;
-use crate::report::Report;
+use isol_sandbox::report::{Outcome, Report};
 
 /// The signals isol forwards (the CLI blocks them in every thread before `prepare`).
 pub const ISOL_FORWARDED: [Signal; 4] = [
@@ -32,21 +32,6 @@ pub const ISOL_FORWARDED: [Signal; 4] = [
     Signal::SIGHUP,
     Signal::SIGQUIT,
 ];
-
-/// Ends the calling process at once, without running destructors or atexit handlers
-/// (the container side is a copy of isol: it must not remove isol's cgroups or records).
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit(2) takes no pointers and cannot fail; it never returns.
-    unsafe { libc::_exit(code) }
-}
-
-/// fork(2) in the init.
-pub fn fork() -> nix::Result<ForkResult> {
-    // SAFETY: called only in the container's init, a clone of the single-threaded isol:
-    // no other thread can hold a lock that the child would inherit locked. The child only
-    // makes system calls, formats small messages and execs or _exits.
-    unsafe { nix::unistd::fork() }
-}
 
 /// Clones the container's init into new namespaces; `None` in the child, else its pid
 /// and a pidfd (readable once the init has exited and its namespace is empty).
@@ -83,29 +68,6 @@ fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)>> {
             Ok(Some((Pid::from_raw(pid as i32), fd)))
         }
     }
-}
-
-/// Default disposition for every signal that can have one (isol's Rust runtime ignores
-/// SIGPIPE, and an ignored disposition would survive execve).
-pub fn reset_signals() -> nix::Result<()> {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL runs no code in this process, so no handler can
-        // observe inconsistent state.
-        unsafe { sigaction(sig, &dfl) }?;
-    }
-    Ok(())
-}
-
-/// Marks every fd from `first` up as close-on-exec (close_range, Linux 5.11+; older
-/// kernels keep isol's fds, which Rust opens close-on-exec anyway).
-pub fn cloexec_from(first: u32) {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open fds of this
-    // process; it closes nothing and touches no memory.
-    let _ = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
 }
 
 /// The pipes between isol and the init.
@@ -278,28 +240,22 @@ pub fn outcome(
     if timed_out {
         return Ok(WorkloadExit::TimedOut);
     }
-    if let Some(Report::Setup { what, errno }) =
-        reports.iter().find(|r| matches!(r, Report::Setup { .. }))
-    {
-        return Err(ContainerError::Setup {
-            what: what.clone(),
-            source: std::io::Error::from_raw_os_error(*errno),
-        });
-    }
-    if let Some(Report::Exec(errno)) = reports.iter().find(|r| matches!(r, Report::Exec(_))) {
-        return Ok(WorkloadExit::ExecFailed {
-            failure: ExecFailure::from_errno(*errno),
-            command: command.to_string(),
-        });
-    }
-    for r in reports {
-        match r {
-            // Exit codes are 0..=255 by construction (waitpid's WEXITSTATUS).
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Report::Exited(code) => return Ok(WorkloadExit::Exited(*code as u8)),
-            Report::Signaled(sig) => return Ok(WorkloadExit::Signaled(*sig)),
-            _ => {}
+    match Report::outcome(reports) {
+        Some(Outcome::Setup { what, errno }) => {
+            return Err(ContainerError::Setup {
+                what,
+                source: std::io::Error::from_raw_os_error(errno),
+            })
         }
+        Some(Outcome::Exec(errno)) => {
+            return Ok(WorkloadExit::ExecFailed {
+                failure: ExecFailure::from_errno(errno),
+                command: command.to_string(),
+            })
+        }
+        Some(Outcome::Exited(code)) => return Ok(WorkloadExit::Exited(code)),
+        Some(Outcome::Signaled(sig)) => return Ok(WorkloadExit::Signaled(sig)),
+        None => {}
     }
     match init_status {
         // The init itself was killed (kill -9 of PID 1, OOM): the workload died with it.

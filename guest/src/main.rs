@@ -2,7 +2,8 @@
 //!
 //! The kernel runs it from the initramfs (`rdinit=/init`). It mounts the init's own
 //! /dev, /proc, /sys; reads the workload config ([`protocol::CONFIG_PATH`]); opens the isol
-//! channel (port I/O, see `vmm/src/channel`); sets the hostname, brings up loopback,
+//! channel (port I/O, see `vmm/src/channel`); sets the hostname, brings up loopback
+//! (a failure is fatal, as in container mode: isol-sandbox `net`),
 //! prepares the workload root and cgroup; starts the workload as its child; pumps stdio
 //! and signals until the workload ends; reports the exit status through the channel, so
 //! the VMM ends the VM. Its own errors go to the console (ttyS0) and are reported as
@@ -12,9 +13,7 @@
 //! Debug mode (config `debug 1`): when no channel answers (e.g. under plain QEMU), the
 //! workload's output and the exit report go to the console instead.
 
-#[path = "../../vmm/src/channel/protocol.rs"]
-#[allow(dead_code)]
-mod protocol;
+use isol_channel as protocol;
 
 mod host;
 mod nsinit;
@@ -74,10 +73,11 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     let host = host_slot.insert(open_host(&cfg)?);
     host.event(EVENT_READY);
     sys::sethostname(&cfg.hostname).ctx(|| format!("set the hostname to {:?}", cfg.hostname))?;
-    if let Err(e) = setup::loopback() {
-        // A kernel without networking has no lo to bring up; the workload has no network
-        // either way, so this is worth a console line, not a failed run.
-        print_error(&e);
+    // One rule in both modes (isol-sandbox `net`): failing to bring lo up fails the run,
+    // unless the kernel has no networking at all.
+    match setup::loopback() {
+        Err(e) if isol_sandbox::net::no_network(e.source.raw_os_error().unwrap_or(0)) => {}
+        r => r?,
     }
     let cgroup = setup::cgroup(&cfg)?;
     let root = setup::rootfs();
@@ -85,18 +85,14 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     let plan = setup::workload_plan(&cfg, root);
     let sigchld = pump::sigchld_fd()?;
     match spawn::spawn(&cfg, root, cgroup.as_deref(), &plan)? {
-        Ok(w) => {
+        spawn::Started::Running(w) => {
             host.event(EVENT_STARTED);
             pump::run(host.as_mut(), w, &sigchld)
         }
-        Err((spawn::STEP_EXEC, errno)) => {
+        spawn::Started::ExecFailed(errno) => {
             host.event(EVENT_STARTED);
             Ok(ExitReport::ExecFailed(u32::try_from(errno).unwrap_or(0)))
         }
-        Err((step, errno)) => Err(InitError {
-            op: format!("start the workload: {}", spawn::step_name(step)),
-            source: std::io::Error::from_raw_os_error(errno),
-        }),
     }
 }
 

@@ -10,6 +10,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use isol_sandbox::report::{Outcome, Report};
+
 use crate::host::Host;
 use crate::protocol::{ExitReport, PAGE};
 use crate::spawn::Workload;
@@ -192,14 +194,20 @@ fn drain_sigchld(fd: &OwnedFd) {
     while matches!(sys::read(fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
 }
 
-/// Reaps every exited child; once the workload's init is gone, the workload's status from
+/// Reaps every exited child; once the workload's init is gone, the workload's end from
 /// the exit pipe (or the init's own, if it died before writing it, e.g. by SIGKILL).
 fn reap(workload: libc::pid_t, exit: &OwnedFd) -> Option<ExitReport> {
     let st = sys::reap_children(workload)?;
-    let mut raw = [0u8; 4];
-    match sys::read(exit.as_raw_fd(), &mut raw) {
-        Ok(4) => decode_wait(libc::c_int::from_le_bytes(raw)),
-        _ => decode_wait(st),
+    let reports = crate::spawn::read_all(exit).unwrap_or_default();
+    match Report::outcome(&reports) {
+        Some(Outcome::Exited(code)) => Some(ExitReport::Exited(code)),
+        Some(Outcome::Signaled(sig)) => u8::try_from(sig).ok().map(ExitReport::Signaled),
+        Some(Outcome::Exec(e)) => Some(ExitReport::ExecFailed(u32::try_from(e).unwrap_or(0))),
+        Some(Outcome::Setup { errno, .. }) => {
+            eprintln!("isol-init: the workload's init failed: {reports:?}");
+            Some(ExitReport::InitFailed(u32::try_from(errno).unwrap_or(0)))
+        }
+        None => decode_wait(st),
     }
 }
 

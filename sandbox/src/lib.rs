@@ -6,5 +6,13 @@
 //! overlay and pivot_root; the guest its 9P overlay, switch of root and channel.
 #![warn(missing_docs)]
 
+pub mod exec;
+pub mod net;
+pub mod privdrop;
+pub mod report;
+pub mod rlimit;
 pub mod seccomp;
+pub mod stub;
+pub mod supervisor;
 pub mod syscall;
+pub mod workload;

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use super::Syscall;
+use super::{CapSets, Syscall};
 
 /// What the fake kernel finds at a path, for mount(2) answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,13 +131,59 @@ impl Syscall for FakeSyscall {
     fn set_uid(&self, uid: u32) -> nix::Result<()> {
         self.record(format!("setresuid {uid}"))
     }
-    fn set_caps(&self, mask: u64) -> nix::Result<()> {
-        self.record(format!("capset {mask:#x}"))
+    fn set_caps(&self, c: CapSets) -> nix::Result<()> {
+        self.record(format!(
+            "capset eff={:#x} prm={:#x} inh={:#x}",
+            c.effective, c.permitted, c.inheritable
+        ))
     }
     fn clear_ambient_caps(&self) -> nix::Result<()> {
         self.record("ambient_clear".into())
     }
     fn set_no_new_privs(&self) -> nix::Result<()> {
         self.record("no_new_privs".into())
+    }
+    fn setsid(&self) -> nix::Result<()> {
+        self.record("setsid".into())
+    }
+    fn join_session_keyring(&self) -> nix::Result<()> {
+        self.record("join_session_keyring".into())
+    }
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
+        self.record(format!("setrlimit {resource} {soft} {hard}"))
+    }
+    fn set_oom_score_adj(&self, value: i32) -> nix::Result<()> {
+        self.record(format!("oom_score_adj {value}"))
+    }
+    fn set_dumpable(&self, on: bool) -> nix::Result<()> {
+        self.record(format!("dumpable {}", u8::from(on)))
+    }
+    fn umask(&self, mask: u32) {
+        let _ = self.record(format!("umask {mask:03o}"));
+    }
+    fn reset_signals(&self) -> nix::Result<()> {
+        self.record("reset_signals".into())
+    }
+    fn cloexec_from(&self, first: u32) {
+        let _ = self.record(format!("cloexec_from {first}"));
+    }
+    fn install_seccomp(&self, f: &crate::seccomp::Filter) -> nix::Result<()> {
+        self.record(format!("seccomp {} insns", f.len()))
+    }
+    fn stub_memfd(&self) -> nix::Result<OwnedFd> {
+        self.record("stub_memfd".into())?;
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|_| Errno::EIO)
+    }
+    fn report_fd_to_3(&self, _fd: &OwnedFd) -> nix::Result<()> {
+        self.record("report_fd_to_3".into())
+    }
+    fn execve_fd(&self, _fd: &OwnedFd, argv: &[CString], _envp: &[CString]) -> Errno {
+        let args: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+        match self.record(format!("execve_stub [{}]", args.join(","))) {
+            Err(e) => e,
+            Ok(()) => Errno::ENOEXEC,
+        }
     }
 }

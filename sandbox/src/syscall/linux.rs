@@ -2,6 +2,7 @@
 //! Every `unsafe` block of the setup layer lives here (the clone/fork/exec path lives in
 //! `process`).
 
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
-use super::Syscall;
+use super::{CapSets, Syscall};
 
 /// The host kernel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,7 +69,7 @@ fn lo_request() -> IfreqFlags {
 
 fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> nix::Result<()> {
     // SAFETY: every caller passes an integer-only prctl option (PR_CAPBSET_DROP,
-    // PR_CAP_AMBIENT); no pointer is passed, so no memory is read or written.
+    // PR_CAP_AMBIENT, PR_SET_DUMPABLE); no pointer is passed, so no memory is read or written.
     let rc = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
     Errno::result(rc).map(drop)
 }
@@ -198,22 +199,19 @@ impl Syscall for LinuxSyscall {
         nix::unistd::setresuid(u, u, u)
     }
 
-    fn set_caps(&self, mask: u64) -> nix::Result<()> {
+    fn set_caps(&self, c: CapSets) -> nix::Result<()> {
         let mut header = CapHeader {
             version: CAP_VERSION_3,
             pid: 0,
         };
-        // The mask is split into its low and high 32-bit words on purpose.
+        // Each 64-bit set is split into its low and high 32-bit words on purpose.
         #[allow(clippy::cast_possible_truncation)]
-        let word = |w: u64| {
-            let v = w as u32;
-            CapData {
-                effective: v,
-                permitted: v,
-                inheritable: v,
-            }
+        let word = |shift: u32| CapData {
+            effective: (c.effective >> shift) as u32,
+            permitted: (c.permitted >> shift) as u32,
+            inheritable: (c.inheritable >> shift) as u32,
         };
-        let data = [word(mask), word(mask >> 32)];
+        let data = [word(0), word(32)];
         // SAFETY: `header` and `data` are live, correctly laid out (linux/capability.h,
         // version 3 = two data words) and outlive the call; capset only reads them.
         let rc = unsafe {
@@ -240,6 +238,119 @@ impl Syscall for LinuxSyscall {
 
     fn set_no_new_privs(&self) -> nix::Result<()> {
         nix::sys::prctl::set_no_new_privs()
+    }
+
+    fn setsid(&self) -> nix::Result<()> {
+        nix::unistd::setsid().map(drop)
+    }
+
+    fn join_session_keyring(&self) -> nix::Result<()> {
+        // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) passes a null name (an
+        // anonymous keyring); the kernel reads no memory of ours.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                libc::KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
+        let new = libc::rlimit64 {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `new` is a live rlimit64 the kernel only reads; the old value is not
+        // asked for (null).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::c_ulong::from(resource),
+                &new as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn set_oom_score_adj(&self, value: i32) -> nix::Result<()> {
+        std::fs::write("/proc/self/oom_score_adj", value.to_string())
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    fn set_dumpable(&self, on: bool) -> nix::Result<()> {
+        prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0)
+    }
+
+    fn umask(&self, mask: u32) {
+        nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+    }
+
+    fn reset_signals(&self) -> nix::Result<()> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        for sig in Signal::iterator() {
+            if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+                continue;
+            }
+            // SAFETY: installing SIG_DFL runs no code in this process, so no handler can
+            // observe inconsistent state.
+            unsafe { sigaction(sig, &dfl) }?;
+        }
+        SigSet::empty().thread_set_mask()
+    }
+
+    fn cloexec_from(&self, first: u32) {
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open fds of
+        // this process; it closes nothing and touches no memory.
+        let _ = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    }
+
+    fn install_seccomp(&self, filter: &crate::seccomp::Filter) -> nix::Result<()> {
+        crate::seccomp::install(filter)
+    }
+
+    fn stub_memfd(&self) -> nix::Result<OwnedFd> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create(
+            c"isol-exec-stub",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let stub = &crate::stub::STUB;
+        if nix::unistd::write(&fd, stub)? != stub.len() {
+            return Err(Errno::EIO);
+        }
+        let seals = SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+        Ok(fd)
+    }
+
+    fn report_fd_to_3(&self, fd: &OwnedFd) -> nix::Result<()> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: dup2/fcntl on descriptors of this process; fd 3 is replaced on purpose
+        // (everything from 3 up is close-on-exec by now, so nothing there is needed).
+        let rc = unsafe {
+            if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            }
+        };
+        Errno::result(rc).map(drop)
+    }
+
+    fn execve_fd(&self, fd: &OwnedFd, argv: &[CString], envp: &[CString]) -> Errno {
+        match nix::unistd::execveat(fd, c"", argv, envp, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        }
     }
 }
 

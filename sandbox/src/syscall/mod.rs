@@ -3,8 +3,11 @@
 //! fake ([`fake::FakeSyscall`]) while the real thing ([`linux::LinuxSyscall`]) is a thin
 //! layer that does no thinking of its own (youki's `Syscall`, but injected).
 
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use nix::errno::Errno;
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -58,10 +61,47 @@ pub trait Syscall {
     fn set_gid(&self, gid: u32) -> nix::Result<()>;
     /// setresuid(2) with all three ids equal.
     fn set_uid(&self, uid: u32) -> nix::Result<()>;
-    /// capset(2): effective, permitted and inheritable sets to `mask`.
-    fn set_caps(&self, mask: u64) -> nix::Result<()>;
+    /// capset(2) of the calling thread's three sets.
+    fn set_caps(&self, sets: CapSets) -> nix::Result<()>;
     /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
     fn clear_ambient_caps(&self) -> nix::Result<()>;
     /// prctl(PR_SET_NO_NEW_PRIVS, 1).
     fn set_no_new_privs(&self) -> nix::Result<()>;
+    /// setsid(2): a new session without a controlling terminal.
+    fn setsid(&self) -> nix::Result<()>;
+    /// keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring.
+    fn join_session_keyring(&self) -> nix::Result<()>;
+    /// setrlimit(2) (prlimit64 on the calling process).
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()>;
+    /// Writes /proc/self/oom_score_adj.
+    fn set_oom_score_adj(&self, value: i32) -> nix::Result<()>;
+    /// prctl(PR_SET_DUMPABLE): no core dumps, /proc/PID owned by root, no ptrace by the
+    /// same uid.
+    fn set_dumpable(&self, on: bool) -> nix::Result<()>;
+    /// umask(2).
+    fn umask(&self, mask: u32);
+    /// Default disposition for every signal that can have one, and an empty signal mask.
+    fn reset_signals(&self) -> nix::Result<()>;
+    /// Marks every fd from `first` up close-on-exec (close_range; a kernel without it
+    /// keeps them, and Rust opens every fd close-on-exec anyway).
+    fn cloexec_from(&self, first: u32);
+    /// Installs a seccomp filter on the calling thread (needs no_new_privs).
+    fn install_seccomp(&self, filter: &crate::seccomp::Filter) -> nix::Result<()>;
+    /// A memfd (close-on-exec) holding [`crate::stub::STUB`], sealed against any change.
+    fn stub_memfd(&self) -> nix::Result<OwnedFd>;
+    /// Makes `fd` also fd 3, without close-on-exec (the exec stub's report fd).
+    fn report_fd_to_3(&self, fd: &OwnedFd) -> nix::Result<()>;
+    /// execveat(fd, "", argv, envp, AT_EMPTY_PATH); returns only on failure.
+    fn execve_fd(&self, fd: &OwnedFd, argv: &[CString], envp: &[CString]) -> Errno;
+}
+
+/// The capability sets capset(2) sets (bit per capability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapSets {
+    /// Effective.
+    pub effective: u64,
+    /// Permitted.
+    pub permitted: u64,
+    /// Inheritable.
+    pub inheritable: u64,
 }

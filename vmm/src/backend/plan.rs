@@ -120,6 +120,12 @@ pub fn guest_config(spec: &WorkloadSpec, debug: bool) -> GuestConfig {
             .collect(),
         debug,
         seccomp: None,
+        rlimits: spec
+            .rlimits
+            .iter()
+            .map(|r| (r.resource, r.soft, r.hard))
+            .collect(),
+        oom_score_adj: spec.oom_score_adj,
     }
 }
 

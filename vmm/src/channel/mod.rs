@@ -9,8 +9,8 @@
 //! workload never has access (the init revokes its `ioperm` bits in the child and drops
 //! `CAP_SYS_RAWIO`), so only the init can report the exit status.
 //!
-//! - [`protocol`]: ports, the exit-status encoding, the init's config file (shared with the
-//!   guest crate, which compiles the same file).
+//! - [`protocol`]: ports, the exit-status encoding, the init's config file: the crate
+//!   isol-channel, which the guest init depends on too.
 //! - [`device`]: the device on the port bus; stdout/stderr bytes go to isol's fds 1 and
 //!   2, byte-exact, through [`output`] (a bounded queue and a writer thread, so a stalled
 //!   reader never blocks a vCPU).
@@ -20,7 +20,8 @@
 pub mod device;
 pub mod host;
 pub mod output;
-pub mod protocol;
+/// The wire protocol (crate isol-channel, shared with the guest init).
+pub use isol_channel as protocol;
 pub mod state;
 
 pub use device::ChannelDevice;

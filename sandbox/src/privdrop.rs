@@ -1,12 +1,17 @@
-//! Privilege drop of the workload, in the order the kernel requires: groups and the
-//! capability bounding set while still privileged, then ids (keeping the permitted set
-//! across setuid), then the capability sets themselves, ambient cleared, no_new_privs.
-//! The kept set is docker's ([`isol_common::security::DEFAULT_CAPABILITIES`]); runc's
-//! masked and read-only /proc paths are part of the mount plan (`rootfs`).
+//! Privilege drop of the workload, one algorithm for both modes, in the order the kernel
+//! requires: supplementary groups and the capability bounding set while still
+//! privileged, then gid and uid, then all three capability sets set explicitly with
+//! capset(2), the ambient set cleared, no_new_privs.
+//!
+//! What the workload keeps is docker's: the bounding set is
+//! [`isol_common::security::DEFAULT_CAPABILITIES`]; uid 0 also has them effective and
+//! permitted, any other uid has none (as `docker run --user N`); the inheritable and
+//! ambient sets are always empty, so nothing is handed on across an execve beyond what
+//! file capabilities and uid 0 give (docker 20.10+, CVE-2022-24769).
 
 use nix::errno::Errno;
 
-use crate::syscall::Syscall;
+use crate::syscall::{CapSets, Syscall};
 
 /// Highest capability number this code tries to drop from the bounding set; the kernel
 /// answers EINVAL past its own last one (cap_last_cap), which ends the loop.
@@ -17,10 +22,22 @@ const MAX_CAP: u32 = 63;
 pub struct Identity {
     /// User id.
     pub uid: u32,
-    /// Group id.
+    /// Group id (supplementary groups: none).
     pub gid: u32,
-    /// Capabilities kept (bit per capability).
+    /// The bounding set (bit per capability).
     pub caps: u64,
+}
+
+impl Identity {
+    /// The capability sets the workload ends with.
+    pub fn cap_sets(&self) -> CapSets {
+        let held = if self.uid == 0 { self.caps } else { 0 };
+        CapSets {
+            effective: held,
+            permitted: held,
+            inheritable: 0,
+        }
+    }
 }
 
 /// Drops privileges; on failure names the operation that failed.
@@ -36,11 +53,9 @@ pub fn drop_privileges(sys: &dyn Syscall, id: &Identity) -> Result<(), (&'static
             Err(e) => return Err(("drop capabilities from the bounding set", e)),
         }
     }
-    sys.keep_caps()
-        .map_err(|e| ("keep capabilities across setuid", e))?;
     sys.set_gid(id.gid).map_err(|e| ("setresgid", e))?;
     sys.set_uid(id.uid).map_err(|e| ("setresuid", e))?;
-    sys.set_caps(id.caps).map_err(|e| ("capset", e))?;
+    sys.set_caps(id.cap_sets()).map_err(|e| ("capset", e))?;
     sys.clear_ambient_caps()
         .map_err(|e| ("clear ambient capabilities", e))?;
     sys.set_no_new_privs().map_err(|e| ("set no_new_privs", e))
@@ -64,7 +79,7 @@ mod tests {
     #[test]
     fn test_drop_privileges_order_and_kept_mask() {
         let fake = FakeSyscall::default();
-        drop_privileges(&fake, &id(1000)).unwrap();
+        drop_privileges(&fake, &id(0)).unwrap();
         let log = fake.log();
         assert_eq!(log[0], "setgroups []");
         let dropped: Vec<u32> = log
@@ -78,18 +93,26 @@ mod tests {
         for (n, _) in isol_common::security::DEFAULT_CAPABILITIES {
             assert!(!dropped.contains(n), "kept cap {n} was dropped");
         }
-        let tail: Vec<&str> = log[log.len() - 6..].iter().map(String::as_str).collect();
+        let tail: Vec<&str> = log[log.len() - 5..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,
             [
-                "keepcaps",
                 "setresgid 7",
-                "setresuid 1000",
-                "capset 0xa80425fb",
+                "setresuid 0",
+                "capset eff=0xa80425fb prm=0xa80425fb inh=0x0",
                 "ambient_clear",
                 "no_new_privs"
             ]
         );
+    }
+
+    #[test]
+    fn test_non_root_keeps_bounding_set_only() {
+        let fake = FakeSyscall::default();
+        drop_privileges(&fake, &id(1000)).unwrap();
+        assert!(fake
+            .log()
+            .contains(&"capset eff=0x0 prm=0x0 inh=0x0".to_string()));
     }
 
     #[test]
