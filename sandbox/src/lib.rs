@@ -6,5 +6,6 @@
 //! overlay and pivot_root; the guest its 9P overlay, switch of root and channel.
 #![warn(missing_docs)]
 
+pub mod jail;
 pub mod seccomp;
 pub mod syscall;

@@ -139,4 +139,10 @@ impl Syscall for FakeSyscall {
     fn set_no_new_privs(&self) -> nix::Result<()> {
         self.record("no_new_privs".into())
     }
+    fn create_file(&self, path: &Path, mode: u32) -> nix::Result<()> {
+        self.record(format!("create {} {mode:o}", path.display()))
+    }
+    fn close_range(&self, first: u32, last: u32) -> nix::Result<()> {
+        self.record(format!("close_range {first} {last}"))
+    }
 }

@@ -64,4 +64,8 @@ pub trait Syscall {
     fn clear_ambient_caps(&self) -> nix::Result<()>;
     /// prctl(PR_SET_NO_NEW_PRIVS, 1).
     fn set_no_new_privs(&self) -> nix::Result<()>;
+    /// Creates an empty regular file (a mount point for a file bind); existing is fine.
+    fn create_file(&self, path: &Path, mode: u32) -> nix::Result<()>;
+    /// close_range(2) of `first..=last` (fds opened before a jail that it must not keep).
+    fn close_range(&self, first: u32, last: u32) -> nix::Result<()>;
 }
