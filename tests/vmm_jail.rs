@@ -316,7 +316,8 @@ mkfifo "$d/in"; exec 3<>"$d/in"
 "$isol" run --mode vm --volume "$d/vol:/v" -- sh -c 'echo hi > /v/f; chown 1234:99 /v/f; echo started; exec sleep 600' <"$d/in" >"$d/out" 2>"$d/err" &
 p=$!
 i=0
-while ! grep -q started "$d/out" 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done
+while ! grep -q started "$d/out" 2>/dev/null && kill -0 $p 2>/dev/null && [ $i -lt 2000 ]; do sleep 0.2; i=$((i+1)); done
+grep -q started "$d/out" || { echo "NOT-STARTED"; cat "$d/out" "$d/err"; }
 v=$(cat /proc/$p/task/$p/children | cut -d' ' -f1); [ -n "$v" ] || v=$p
 echo "VMM $v ISOL $p"
 echo "ROOT $(ls /proc/$v/root | tr '\n' ' ')"
