@@ -12,8 +12,8 @@
 //!   server reopens files through `/proc/self/fd`), all nosuid and noexec, then
 //!   pivot_roots into it and detaches the host's root. Fds isol had open are closed,
 //!   except those the VMM was handed (console log, its pipes to isol).
-//! - **Cgroup.** The VMM joins its own cgroup ([`cgroup`]): memory capped at guest RAM
-//!   plus [`cgroup::VMM_OVERHEAD`], and a pids limit.
+//! - **Cgroup.** isol moves the VMM into its own cgroup ([`cgroup`]) before the guest
+//!   runs: memory capped at guest RAM plus [`cgroup::VMM_OVERHEAD`], and a pids limit.
 //! - **Privileges** ([`drop_privileges`], after the machine is set up and before any of
 //!   its threads exists): a per-run unprivileged uid/gid ([`jail_id`]), no supplementary
 //!   groups, no_new_privs, and capabilities reduced to what serving the shares needs.

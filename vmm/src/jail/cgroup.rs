@@ -5,7 +5,10 @@
 //! nodes); on cgroup v1 off isol's own cgroup in the memory and pids hierarchies, as
 //! the container backend's cgroups do. A controller the host does not mount is skipped.
 //!
-//! The VMM moves itself in before it builds its jail; isol removes the (then empty)
+//! isol moves the VMM in while the VMM builds its jail and machine, and lets it run the
+//! guest only afterwards: what the guest can drive is charged here; the VMM's own setup
+//! before the move (its jail's tmpfs, loading the kernel) stays charged to isol's
+//! cgroup. isol removes the (then empty)
 //! directories after reaping it, and `isol gc` removes those whose run directory is gone.
 
 use std::io;
@@ -126,11 +129,13 @@ impl VmmCgroup {
         Ok(cg)
     }
 
-    /// Moves the calling process into the cgroup (the VMM does, before its jail).
-    pub fn join_self(&self) -> Result<(), VmmJailError> {
+    /// Moves process `pid` (the VMM, by isol, while the VMM builds its jail) into the
+    /// cgroup. On cgroup v1 a move waits for an RCU grace period (10-20 ms here), which
+    /// is why isol makes it concurrently with the VMM's setup instead of the VMM itself.
+    pub fn attach(&self, pid: i32) -> Result<(), VmmJailError> {
         for d in &self.dirs {
             let procs = d.join("cgroup.procs");
-            std::fs::write(&procs, "0").map_err(err(&procs))?;
+            std::fs::write(&procs, pid.to_string()).map_err(err(&procs))?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! The jailed VMM process: isol forks it into a new pid namespace; the child joins its
-//! cgroup, builds the jail and runs the caller's closure there; isol waits for it,
+//! The jailed VMM process: isol forks it into a new pid namespace and moves it into its
+//! cgroup; the child builds the jail and runs the caller's closure there; isol waits for it,
 //! forwards signals to it and reaps it.
 //!
 //! The pid namespace: isol unshares `CLONE_NEWPID` (which applies to its next child
@@ -53,7 +53,7 @@ pub struct JailSpec<'a> {
     pub binds: Vec<Bind>,
     /// Fds the VMM keeps besides its pipes and 0-2 (the console log).
     pub keep_fds: Vec<RawFd>,
-    /// The cgroup the VMM joins first.
+    /// The cgroup isol moves the VMM into before letting it run the guest.
     pub cgroup: Option<&'a VmmCgroup>,
 }
 
@@ -107,7 +107,7 @@ where
             child_main(spec, link, child)
         }
         ForkResult::Parent { child: pid } => {
-            let mut jailed = Jailed {
+            let jailed = Jailed {
                 pid,
                 to_child: Some(p2c_w),
                 from_child: c2p_r,
@@ -115,7 +115,10 @@ where
             };
             restored.map_err(spawn_err("setns back to isol's pid namespace"))?;
             drop((p2c_r, c2p_w));
-            jailed.reaped = false;
+            // While the VMM builds its jail; it runs the guest only after isol's go.
+            if let Some(cg) = spec.cgroup {
+                cg.attach(pid.as_raw())?;
+            }
             Ok(jailed)
         }
     }
@@ -140,9 +143,6 @@ where
 fn build(spec: &JailSpec<'_>, link: &ChildLink) -> Result<(), VmmJailError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(spawn_err("set the parent-death signal"))?;
-    if let Some(cg) = spec.cgroup {
-        cg.join_self()?;
-    }
     let sys = LinuxSyscall;
     sj::unshare(&sys, HOSTNAME).map_err(VmmJailError::Jail)?;
     let plan = JailPlan {
