@@ -87,6 +87,10 @@ pub struct WorkloadArgs {
     /// VM mode: the VMM's per-thread seccomp filters; `off` is for debugging only.
     #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
     pub vmm_seccomp: OnOff,
+    /// VM mode: the VMM's jail (own namespaces, empty root, own cgroup, unprivileged
+    /// uid, capabilities dropped); `off` is for debugging only.
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    pub vmm_jail: OnOff,
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -159,6 +163,9 @@ pub struct BootArgs {
     /// The VMM's per-thread seccomp filters; `off` is for debugging only.
     #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
     pub vmm_seccomp: OnOff,
+    /// The VMM's jail; `off` is for debugging only.
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    pub vmm_jail: OnOff,
 }
 
 /// A switch that is on unless turned off explicitly.

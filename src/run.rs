@@ -4,7 +4,7 @@ use std::error::Error;
 
 use isol_common::{Backend, Mode, Prepared, WorkloadSpec};
 use isol_container::{ContainerBackend, ContainerOptions};
-use isol_vmm::{VmBackend, VmOptions, VmmSeccomp};
+use isol_vmm::{VmBackend, VmOptions, VmmJail, VmmSeccomp};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::cli::{BootArgs, KernelArgs, OnOff, RunArgs, WorkloadArgs};
@@ -97,6 +97,7 @@ pub fn vm_options(w: &WorkloadArgs, env: &dyn Env) -> VmOptions {
         allow_pvm: env.get("ISOL_VM_ALLOW_PVM").as_deref() == Some("1"),
         cmdline_extra: env.get("ISOL_VM_CMDLINE_EXTRA"),
         seccomp: vmm_seccomp(w.vmm_seccomp),
+        jail: vmm_jail(w.vmm_jail),
     }
 }
 
@@ -156,6 +157,7 @@ pub fn boot(args: &BootArgs) -> CliResult {
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         allow_pvm: args.allow_pvm,
         seccomp: vmm_seccomp(args.vmm_seccomp),
+        jail: vmm_jail(args.vmm_jail),
     };
     Ok(isol_vmm::boot(&cfg)?)
 }
@@ -171,6 +173,20 @@ fn vmm_seccomp(switch: OnOff) -> VmmSeccomp {
                  of isol's user. For debugging only."
             );
             VmmSeccomp::Off
+        }
+    }
+}
+
+/// The VMM's jail setting; turning it off is allowed but said loudly.
+fn vmm_jail(switch: OnOff) -> VmmJail {
+    match switch {
+        OnOff::On => VmmJail::On,
+        OnOff::Off => {
+            eprintln!(
+                "isol: WARNING: --vmm-jail off: the VMM runs in isol's own process, as root, \
+                 with the host's filesystem in view. For debugging only."
+            );
+            VmmJail::Off
         }
     }
 }

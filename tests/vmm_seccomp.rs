@@ -37,6 +37,16 @@ fn guest(name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()
 }
 
+/// The process that runs the VMM's threads: isol's child (the jailed VMM, see
+/// tests/vmm_jail.rs) if it has one, else isol itself (`--vmm-jail off`).
+fn vmm_of(isol: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{isol}/task/{isol}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .find_map(|p| p.parse().ok())
+        .unwrap_or(isol)
+}
+
 /// `comm Seccomp` for every thread of `pid`.
 fn thread_lines(pid: u32) -> Vec<(String, String)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -78,7 +88,7 @@ fn boot_and_look(
     let until = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     while Instant::now() < until {
-        seen = thread_lines(child.id());
+        seen = thread_lines(vmm_of(child.id()));
         let names: Vec<&str> = seen.iter().map(|t| t.0.as_str()).collect();
         let started = ["isol-vcpu0", "isol-vcpu1", "isol-signals"]
             .iter()
@@ -144,7 +154,8 @@ fn test_boot_refuses_an_unknown_vmm_seccomp_value() {
 
 /// Runs in the lab's L1 (or directly on hardware KVM): starts `isol run --mode vm` with a
 /// stdin that stays open (a FIFO on the L1's own tmpfs: the 9p-shared /tmp has none),
-/// waits for the workload's first line, prints every thread's comm and Seccomp line (one
+/// waits for the workload's first line, prints every thread's comm and Seccomp line of the
+/// VMM process (isol's jailed child; isol itself without the jail) (one
 /// grep each: spawning a process per thread is slow under emulation), then sends isol
 /// SIGTERM (forwarded to the workload) and prints `EXIT code`.
 const LOOK: &str = r#"
@@ -155,8 +166,9 @@ mkfifo "$d/in"; exec 3<>"$d/in"
 p=$!
 i=0
 while ! grep -q started "$d/out" 2>/dev/null && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done
-grep -H '' /proc/$p/task/*/comm
-grep -H '^Seccomp:' /proc/$p/task/*/status
+v=$(cat /proc/$p/task/$p/children | cut -d' ' -f1); [ -n "$v" ] || v=$p
+grep -H '' /proc/$v/task/*/comm
+grep -H '^Seccomp:' /proc/$v/task/*/status
 kill -TERM $p
 wait $p; echo "EXIT $?"
 exec 3>&-

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod exec;
+pub mod jail;
 pub mod net;
 pub mod privdrop;
 pub mod report;

@@ -40,8 +40,22 @@ impl Identity {
     }
 }
 
-/// Drops privileges; on failure names the operation that failed.
+/// Drops the workload's privileges to `id`; on failure names the operation that failed.
 pub fn drop_privileges(sys: &dyn Syscall, id: &Identity) -> Result<(), (&'static str, Errno)> {
+    drop_to(sys, id, id.cap_sets(), false)
+}
+
+/// The one privilege-drop algorithm (the workload's above, and the VMM jail's): groups
+/// and the bounding set (`id.caps`) while still privileged, then gid and uid (keeping
+/// the permitted set across setuid when `keep_across_setuid`, which a process that keeps
+/// capabilities as a non-root uid needs), then `sets` with capset(2), the ambient set
+/// cleared, no_new_privs.
+pub fn drop_to(
+    sys: &dyn Syscall,
+    id: &Identity,
+    sets: CapSets,
+    keep_across_setuid: bool,
+) -> Result<(), (&'static str, Errno)> {
     sys.clear_groups().map_err(|e| ("setgroups([])", e))?;
     for cap in 0..=MAX_CAP {
         if id.caps & (1u64 << cap) != 0 {
@@ -53,9 +67,13 @@ pub fn drop_privileges(sys: &dyn Syscall, id: &Identity) -> Result<(), (&'static
             Err(e) => return Err(("drop capabilities from the bounding set", e)),
         }
     }
+    if keep_across_setuid {
+        sys.keep_caps()
+            .map_err(|e| ("keep capabilities across setuid", e))?;
+    }
     sys.set_gid(id.gid).map_err(|e| ("setresgid", e))?;
     sys.set_uid(id.uid).map_err(|e| ("setresuid", e))?;
-    sys.set_caps(id.cap_sets()).map_err(|e| ("capset", e))?;
+    sys.set_caps(sets).map_err(|e| ("capset", e))?;
     sys.clear_ambient_caps()
         .map_err(|e| ("clear ambient capabilities", e))?;
     sys.set_no_new_privs().map_err(|e| ("set no_new_privs", e))

@@ -6,7 +6,7 @@
 //! stdout carries exactly the guest's serial bytes: the VMM's debug log (unknown ports,
 //! MMIO, crash details, why the VM ended) goes to the file `$ISOL_VMM_LOG` names, or nowhere.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::jail::cgroup::VmmCgroup;
+use crate::jail::{self, ChildLink, JailSpec, Message, VmmJail};
 use crate::machine::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
 use crate::seccomp::{self, ThreadClass, VmmSeccomp};
 
@@ -39,6 +41,8 @@ pub struct BootConfig {
     pub allow_pvm: bool,
     /// The VMM's seccomp filters (on unless `--vmm-seccomp off`).
     pub seccomp: VmmSeccomp,
+    /// The VMM's jail (on unless `--vmm-jail off`).
+    pub jail: VmmJail,
 }
 
 /// Errors of `isol boot`.
@@ -56,6 +60,21 @@ pub enum BootError {
     /// The signal watcher could not be set up.
     #[error("Cannot watch for signals")]
     Signals(#[source] std::io::Error),
+    /// The jail could not be built or the jailed VMM failed.
+    #[error(transparent)]
+    Jail(crate::jail::VmmJailError),
+    /// The jailed VMM failed: its error and causes as it reported them.
+    #[error("{0}")]
+    InJail(String),
+    /// The run directory (which holds the jail's mount point) could not be made.
+    #[error("Cannot create the VMM's run directory under {path}")]
+    RunDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `$ISOL_VMM_LOG` could not be opened.
     #[error("Cannot open the debug log {path}")]
     Log {
@@ -76,6 +95,83 @@ const FORWARDED: [Signal; 4] = [
 
 /// Boots a raw kernel; serial output goes to stdout. Returns isol's exit code.
 pub fn boot(cfg: &BootConfig) -> Result<i32, BootError> {
+    let log = match std::env::var_os("ISOL_VMM_LOG").map(PathBuf::from) {
+        Some(path) => {
+            Some(std::fs::File::create(&path).map_err(|source| BootError::Log { path, source })?)
+        }
+        None => None,
+    };
+    match cfg.jail {
+        VmmJail::Off => boot_here(cfg, log, &mut || Ok(())),
+        VmmJail::On => boot_jailed(cfg, log),
+    }
+}
+
+/// `isol boot` with the VMM in its jail (no shares: it keeps no capability).
+fn boot_jailed(cfg: &BootConfig, log: Option<std::fs::File>) -> Result<i32, BootError> {
+    jail::check_pvm(&cfg.kernel, cfg.allow_pvm).map_err(BootError::Machine)?;
+    let parent = crate::backend::rundir::vm_runs_dir();
+    let _ = crate::backend::rundir::gc_in(&parent);
+    let run_dir_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| BootError::RunDir { path, source }
+    };
+    let dir = crate::backend::rundir::RunDir::create_in(&parent).map_err(run_dir_err(&parent))?;
+    let root = dir.path().join("jail");
+    std::fs::create_dir(&root).map_err(run_dir_err(&root))?;
+    let name = dir
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let cgroup = VmmCgroup::create(&name.unwrap_or_default(), cfg.memory, cfg.cpus)
+        .map_err(BootError::Jail)?;
+    let jspec = JailSpec {
+        root: &root,
+        binds: jail::binds(&cfg.kernel, cfg.initrd.as_deref(), &[]),
+        keep_fds: log.iter().map(AsRawFd::as_raw_fd).collect(),
+        cgroup: Some(&cgroup),
+    };
+    let mut jailed = jail::spawn(&jspec, move |link| {
+        let mut c = cfg.clone();
+        c.kernel = PathBuf::from(jail::KERNEL);
+        c.initrd = c.initrd.map(|_| PathBuf::from(jail::INITRD));
+        c.allow_pvm = true; // checked above, with the host's files in view
+        let mut lock_down = || {
+            jail::drop_privileges(false).map_err(BootError::Jail)?;
+            link.send(&Message::Ready);
+            match link.wait_go() {
+                true => Ok(()),
+                false => Err(BootError::InJail("isol is gone".into())),
+            }
+        };
+        let result = boot_here(&c, log, &mut lock_down);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        match result {
+            Ok(code) => link.send(&Message::Code(code)),
+            Err(e) => link.send(&Message::Error(ChildLink::error_text(&e))),
+        }
+        0
+    })
+    .map_err(BootError::Jail)?;
+    if let Some(text) = jailed.wait_ready().map_err(BootError::Jail)? {
+        return Err(BootError::InJail(text));
+    }
+    match jailed.run().map_err(BootError::Jail)? {
+        Message::Code(code) => Ok(code),
+        Message::Error(text) => Err(BootError::InJail(text)),
+        other => Err(BootError::InJail(format!(
+            "The jailed VMM sent an unexpected message: {other:?}"
+        ))),
+    }
+}
+
+/// Boots in this process; `lock_down` runs once the machine is set up, before any of
+/// its threads exists.
+fn boot_here(
+    cfg: &BootConfig,
+    log: Option<std::fs::File>,
+    lock_down: &mut dyn FnMut() -> Result<(), BootError>,
+) -> Result<i32, BootError> {
     let start = Instant::now();
     let mut machine = Machine::new(MachineConfig {
         kernel: cfg.kernel.clone(),
@@ -88,14 +184,11 @@ pub fn boot(cfg: &BootConfig) -> Result<i32, BootError> {
         seccomp: cfg.seccomp,
     })
     .map_err(BootError::Machine)?;
-    match std::env::var_os("ISOL_VMM_LOG").map(PathBuf::from) {
-        Some(path) => {
-            let f =
-                std::fs::File::create(&path).map_err(|source| BootError::Log { path, source })?;
-            machine.set_debug_log(Box::new(f));
-        }
+    match log {
+        Some(f) => machine.set_debug_log(Box::new(f)),
         None => machine.set_debug_log(Box::new(std::io::sink())),
     }
+    lock_down()?;
     let watcher = SignalWatcher::start(machine.control(), cfg.seccomp)?;
     let result = machine.run(cfg.timeout.map(|t| start + t));
     let signal = watcher.finish();

@@ -11,6 +11,7 @@ pub mod boot_cmd;
 pub mod channel;
 pub mod devices;
 pub mod initramfs;
+pub mod jail;
 pub mod kernel;
 pub mod machine;
 // The bare VMM's own modules (helper "vmm").
@@ -25,6 +26,7 @@ pub mod vcpu;
 
 pub use backend::{gc, PreparedVm, VmBackend, VmError, VmOptions};
 pub use boot_cmd::{boot, BootConfig};
+pub use jail::VmmJail;
 pub use kernel::kernel_report;
 pub use machine::{Machine, MachineConfig, MachineControl, MachineError, MachineExit};
 pub use seccomp::VmmSeccomp;

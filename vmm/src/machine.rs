@@ -458,7 +458,9 @@ fn create_vcpus(
     Ok(vcpus)
 }
 
-fn check_pvm(cfg: &MachineConfig) -> Result<(), MachineError> {
+/// The PVM refusal (see [`crate::pvm`]). It reads host files (/sys/module, /proc/cpuinfo)
+/// that a jailed VMM cannot see, so isol makes it before the jail as well.
+pub(crate) fn check_pvm(cfg: &MachineConfig) -> Result<(), MachineError> {
     if cfg.allow_pvm || !pvm::host_is_pvm() {
         return Ok(());
     }

@@ -186,4 +186,10 @@ impl Syscall for FakeSyscall {
             Ok(()) => Errno::ENOEXEC,
         }
     }
+    fn create_file(&self, path: &Path, mode: u32) -> nix::Result<()> {
+        self.record(format!("create {} {mode:o}", path.display()))
+    }
+    fn close_range(&self, first: u32, last: u32) -> nix::Result<()> {
+        self.record(format!("close_range {first} {last}"))
+    }
 }

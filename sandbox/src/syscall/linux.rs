@@ -352,6 +352,21 @@ impl Syscall for LinuxSyscall {
             Ok(never) => match never {},
         }
     }
+
+    fn create_file(&self, path: &Path, mode: u32) -> nix::Result<()> {
+        let flags = nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_CLOEXEC
+            | nix::fcntl::OFlag::O_NOFOLLOW;
+        nix::fcntl::open(path, flags, Mode::from_bits_truncate(mode)).map(drop)
+    }
+
+    fn close_range(&self, first: u32, last: u32) -> nix::Result<()> {
+        // SAFETY: close_range(2) takes integers only; the caller owns the fds it closes
+        // (the jail closes what it inherited and will never use).
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+        Errno::result(rc).map(drop)
+    }
 }
 
 #[cfg(test)]

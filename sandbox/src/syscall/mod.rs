@@ -93,6 +93,10 @@ pub trait Syscall {
     fn report_fd_to_3(&self, fd: &OwnedFd) -> nix::Result<()>;
     /// execveat(fd, "", argv, envp, AT_EMPTY_PATH); returns only on failure.
     fn execve_fd(&self, fd: &OwnedFd, argv: &[CString], envp: &[CString]) -> Errno;
+    /// Creates an empty regular file (a mount point for a file bind); existing is fine.
+    fn create_file(&self, path: &Path, mode: u32) -> nix::Result<()>;
+    /// close_range(2) of `first..=last` (fds opened before a jail that it must not keep).
+    fn close_range(&self, first: u32, last: u32) -> nix::Result<()>;
 }
 
 /// The capability sets capset(2) sets (bit per capability).

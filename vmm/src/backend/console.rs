@@ -86,6 +86,13 @@ impl ConsoleLog {
         ConsoleLog::with_sinks(file, stderr, Instant::now())
     }
 
+    /// Starts the `--verbose` copy to stderr later than [`ConsoleLog::new`] would (its
+    /// thread must start after the jailed VMM dropped its privileges).
+    pub fn copy_to_stderr(&self) {
+        let tx = spawn_copy(Box::new(io::stderr()));
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).stderr = tx;
+    }
+
     fn with_sinks(
         file: Option<File>,
         stderr: Option<SyncSender<Vec<u8>>>,

@@ -93,6 +93,12 @@ pub enum VmError {
         /// Console tail.
         tail: String,
     },
+    /// The VMM's jail could not be built, or the jailed VMM process failed.
+    #[error(transparent)]
+    Jail(crate::jail::VmmJailError),
+    /// The jailed VMM failed: its error and causes as it reported them.
+    #[error("{0}")]
+    InJail(String),
     /// The workload did not start in time.
     #[error("The workload did not start within {secs} s ({stage}); raise ISOL_VM_BOOT_TIMEOUT if the host is slow; last console lines:\n{tail}")]
     BootTimeout {
