@@ -8,3 +8,4 @@
 
 pub mod seccomp;
 pub mod syscall;
+pub mod view;
