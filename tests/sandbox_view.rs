@@ -4,15 +4,19 @@
 //!   host, e.g. isol's own predictable overlay mount point) or not a directory is refused
 //!   with exit 125 and a message naming it, instead of isol mounting procfs elsewhere and
 //!   skipping the masks (which left /proc/sys/kernel/core_pattern writable);
-//! - device nodes the workload makes cannot be opened (root, /dev, /tmp are `nodev`);
+//! - device nodes the workload makes cannot be opened (root, /dev, /tmp are `nodev`), and
+//!   the run's device cgroup refuses every device but the allow-list with EPERM: checked
+//!   from the host by a process put into the run's cgroup that opens /dev/kvm and a disk
+//!   node on the host's devtmpfs;
 //! - volumes are `nosuid,nodev` in both modes.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use support::{assert_code, run_isol, stderr, stdout, Mode};
+use support::{assert_code, require_root, run_isol, stderr, stdout, Mode};
 
 /// Where test files go: under target/tmp, which the nested lab sees.
 fn scratch(name: &str) -> PathBuf {
@@ -126,6 +130,103 @@ fn devices_made_by_the_workload_cannot_be_opened(mode: Mode) {
         let opts = line.split(' ').nth(5).unwrap_or("");
         assert!(opts.split(',').any(|o| o == "nodev"), "not nodev: {line}");
     }
+}
+
+/// The run's cgroups, from `isol --verbose`'s "cgroups [...]" line.
+fn cgroup_paths(line: &str) -> Vec<PathBuf> {
+    let list = line
+        .split("cgroups [")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(']');
+    list.split(", ")
+        .map(|p| PathBuf::from(p.trim_matches('"')))
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect()
+}
+
+/// Runs `sh -c SCRIPT` on the host inside cgroup `dir` (written to its cgroup.procs).
+fn in_cgroup(dir: &Path, script: &str) -> String {
+    let procs = dir.join("cgroup.procs");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > {} && {script}", procs.display()))
+        .output()
+        .expect("sh runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn container_device_cgroup_refuses_all_but_the_allow_list() {
+    if support::skip_privileged("container_device_cgroup_refuses_all_but_the_allow_list") {
+        return;
+    }
+    require_root();
+    let mut child = Command::new(support::isol_bin())
+        .args([
+            "run",
+            "--mode",
+            "container",
+            "--verbose",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; read x",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("isol starts");
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    while !line.contains("cgroups [") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).expect("read isol's stderr") > 0,
+            "no cgroups line"
+        );
+    }
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut ready)
+        .expect("read the workload's stdout");
+    assert_eq!(ready, "ready\n");
+    let paths = cgroup_paths(&line);
+    let dir = paths
+        .iter()
+        .find(|p| p.starts_with("/sys/fs/cgroup/devices") || p.join("cgroup.controllers").exists())
+        .unwrap_or_else(|| panic!("no device cgroup among {paths:?}"))
+        .clone();
+    let node = scratch("devnodes");
+    std::fs::create_dir_all(&node).expect("mkdir");
+    let script = format!(
+        "mknod {n}/disk b 7 0; mknod {n}/kvm c 10 232; \
+         head -c1 {n}/kvm; head -c1 {n}/disk; head -c1 /dev/kvm; \
+         echo x > /dev/null && echo null-ok; head -c1 /dev/zero | wc -c",
+        n = node.display()
+    );
+    let got = in_cgroup(&dir, &script);
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(b"\n")
+        .expect("end the workload");
+    let status = child.wait().expect("isol ends");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        got.matches("Operation not permitted").count(),
+        3,
+        "kvm (made), the disk node and the host's /dev/kvm must all give EPERM:\n{got}"
+    );
+    assert!(got.contains("null-ok\n1\n"), "allowed devices work:\n{got}");
+    let _ = std::fs::remove_dir_all(&node);
 }
 
 fn volumes_are_nosuid_nodev(mode: Mode) {

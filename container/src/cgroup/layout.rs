@@ -26,6 +26,8 @@ pub enum Controller {
     Cpu,
     /// CPU set (how many CPUs the workload sees).
     Cpuset,
+    /// The v1 device allow-list (cgroup2 has a BPF program instead).
+    Devices,
 }
 
 impl Controller {
@@ -36,6 +38,7 @@ impl Controller {
             Controller::Pids => "pids",
             Controller::Cpu => "cpu",
             Controller::Cpuset => "cpuset",
+            Controller::Devices => "devices",
         }
     }
 }

@@ -4,7 +4,9 @@
 //! written by [`create`]. The filesystem root is whatever the [`Layout`] says, so tests
 //! run the same code against a TempDir (Firecracker's `MockCgroupFs` idea).
 //!
-//! Only controllers the spec limits get a cgroup: an unlimited run costs no cgroup work.
+//! Only controllers the spec limits get a cgroup, plus the device allow-list every run
+//! gets (`isol_sandbox::view::devices`): the v1 `devices` controller where the host has
+//! it, else a BPF_CGROUP_DEVICE program on the run's cgroup2 directory.
 
 use std::fs;
 use std::io;
@@ -69,6 +71,18 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// Neither a v1 devices controller nor cgroup2 is mounted.
+    #[error("The device allow-list needs the v1 devices cgroup controller or cgroup2 (for a BPF_CGROUP_DEVICE program), and this host has neither mounted; mount one of them")]
+    NoDeviceCgroup,
+    /// The BPF device program could not be loaded or attached.
+    #[error("Cannot attach the device allow-list (a BPF_CGROUP_DEVICE program) to {path}; the kernel needs CONFIG_CGROUP_BPF and isol needs CAP_SYS_ADMIN")]
+    DeviceProgram {
+        /// The cgroup.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
     /// Reading the CPUs isol may use failed.
     #[error("Cannot read the CPU set from {path}")]
     ReadCpuset {
@@ -106,6 +120,8 @@ pub struct CgroupDir {
     pub version: Version,
     /// The hierarchy's controllers (v1 mount options).
     pub controllers: Vec<String>,
+    /// Attach the BPF device program (cgroup2) once the cgroup exists.
+    pub device_program: bool,
 }
 
 fn w(dir: &Path, file: &str, value: impl ToString) -> Write {
@@ -184,6 +200,25 @@ fn parent_of(h: &Hierarchy) -> PathBuf {
     }
 }
 
+/// The run's cgroup in hierarchy `h`, added to `dirs` if new; its index.
+fn dir_for(dirs: &mut Vec<CgroupDir>, h: &Hierarchy, name: &str) -> usize {
+    let parent = parent_of(h);
+    let path = parent.join(name);
+    if let Some(i) = dirs.iter().position(|d| d.path == path) {
+        return i;
+    }
+    dirs.push(CgroupDir {
+        parent,
+        path,
+        parent_writes: Vec::new(),
+        writes: Vec::new(),
+        version: h.version,
+        controllers: h.controllers.clone(),
+        device_program: false,
+    });
+    dirs.len() - 1
+}
+
 /// Computes the cgroups of a run named `name` and every file write they need.
 /// `cpuset` is what [`read_cpuset`] found (only used when `cpus` is limited).
 pub fn plan(
@@ -198,23 +233,9 @@ pub fn plan(
             limit,
             controller: c.name(),
         })?;
-        let parent = parent_of(h);
-        let path = parent.join(name);
-        let idx = match dirs.iter().position(|d| d.path == path) {
-            Some(i) => i,
-            None => {
-                dirs.push(CgroupDir {
-                    parent: parent.clone(),
-                    path: path.clone(),
-                    parent_writes: Vec::new(),
-                    writes: Vec::new(),
-                    version: h.version,
-                    controllers: h.controllers.clone(),
-                });
-                dirs.len() - 1
-            }
-        };
+        let idx = dir_for(&mut dirs, h, name);
         let d = &mut dirs[idx];
+        let (parent, path) = (d.parent.clone(), d.path.clone());
         if h.version == Version::V2 {
             for dir in [&h.mountpoint, &parent] {
                 d.parent_writes
@@ -223,7 +244,34 @@ pub fn plan(
         }
         limit_writes(c, h.version, r, cpuset, &parent, &path, d)?;
     }
+    device_policy(layout, name, &mut dirs)?;
     Ok(dirs)
+}
+
+/// The device allow-list: v1 `devices` writes (deny all, then each allowed rule), or
+/// the BPF program on the run's cgroup2 directory.
+fn device_policy(
+    layout: &Layout,
+    name: &str,
+    dirs: &mut Vec<CgroupDir>,
+) -> Result<(), CgroupError> {
+    if let Some(h) = layout.find(Controller::Devices) {
+        let i = dir_for(dirs, h, name);
+        let path = dirs[i].path.clone();
+        dirs[i].writes.push(w(&path, "devices.deny", "a"));
+        for rule in isol_sandbox::view::devices::v1_rules() {
+            dirs[i].writes.push(w(&path, "devices.allow", rule));
+        }
+        return Ok(());
+    }
+    let h = layout
+        .hierarchies
+        .iter()
+        .find(|h| h.version == Version::V2)
+        .ok_or(CgroupError::NoDeviceCgroup)?;
+    let i = dir_for(dirs, h, name);
+    dirs[i].device_program = true;
+    Ok(())
 }
 
 fn limit_writes(
@@ -264,6 +312,7 @@ fn limit_writes(
             }
         }
         (Controller::Cpuset, _) => cpuset_writes(v, r, cpuset, parent, path, d)?,
+        (Controller::Devices, _) => {}
     }
     Ok(())
 }
@@ -345,7 +394,16 @@ fn create_one(d: &CgroupDir) -> Result<(), CgroupError> {
             }
         }
     }
-    d.writes.iter().try_for_each(write_file)
+    d.writes.iter().try_for_each(write_file)?;
+    if d.device_program {
+        isol_sandbox::view::devices::attach_program(&d.path).map_err(|source| {
+            CgroupError::DeviceProgram {
+                path: d.path.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Creates every cgroup of the plan; on failure removes what it made.
