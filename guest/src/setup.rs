@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use isol_sandbox::cgroup::{limit_writes, write, Limits, Version};
 use isol_sandbox::syscall::linux::LinuxSyscall;
 use isol_sandbox::view::{self, ViewConfig, ViewVolume, VolumeSource};
 
@@ -202,21 +203,17 @@ fn apply_step(step: &Step) -> Result<(), InitError> {
 /// BPF_CGROUP_DEVICE program, the same as container mode's on cgroup2). Every workload
 /// has one.
 pub fn cgroup(cfg: &GuestConfig) -> Result<Option<PathBuf>, InitError> {
-    let mut controllers = Vec::new();
-    let mut files = Vec::new();
-    if let Some(m) = cfg.memory {
-        controllers.push("+memory");
-        files.push(("memory.max", m.to_string()));
-        files.push(("memory.swap.max", "0".to_string()));
-    }
-    if let Some(p) = cfg.pids {
-        controllers.push("+pids");
-        files.push(("pids.max", p.to_string()));
-    }
-    if let Some((q, p)) = cfg.cpu_max {
-        controllers.push("+cpu");
-        files.push(("cpu.max", format!("{q} {p}")));
-    }
+    let limits = Limits {
+        memory: cfg.memory,
+        pids: cfg.pids,
+        cpu_max: cfg.cpu_max,
+        cpuset: None,
+    };
+    let controllers: Vec<String> = limits
+        .controllers()
+        .iter()
+        .map(|c| format!("+{}", c.name()))
+        .collect();
     let root = Path::new("/sys/fs/cgroup");
     sys::mount("cgroup2", root, "cgroup2", NOSUID | NODEV | NOEXEC, "")
         .ctx(|| "mount cgroup2 on /sys/fs/cgroup".into())?;
@@ -232,12 +229,10 @@ pub fn cgroup(cfg: &GuestConfig) -> Result<Option<PathBuf>, InitError> {
     }
     let dir = PathBuf::from(CGROUP_DIR);
     std::fs::create_dir_all(&dir).ctx(|| format!("create cgroup {}", dir.display()))?;
-    for (name, value) in files {
-        let f = dir.join(name);
-        if name == "memory.swap.max" && !f.exists() {
-            continue; // A kernel without swap support has no swap to limit.
+    for c in limits.controllers() {
+        for wr in limit_writes(c, Version::V2, &dir, &limits) {
+            write(&wr).ctx(|| format!("write {} to {}", wr.value, wr.path.display()))?;
         }
-        std::fs::write(&f, &value).ctx(|| format!("write {value} to {}", f.display()))?;
     }
     view::devices::attach_program(&dir)
         .map_err(|e| std::io::Error::from_raw_os_error(e as i32))

@@ -6,6 +6,7 @@
 //! overlay and pivot_root; the guest its 9P overlay, switch of root and channel.
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod seccomp;
 pub mod syscall;
 pub mod view;

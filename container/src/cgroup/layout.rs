@@ -6,42 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// cgroup v1 or the unified v2 hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    /// A v1 hierarchy (one or a few controllers per mount).
-    V1,
-    /// The cgroup2 hierarchy.
-    V2,
-}
-
-/// A controller isol sets limits with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Controller {
-    /// Memory limit.
-    Memory,
-    /// Process count limit.
-    Pids,
-    /// CFS bandwidth (CPU quota).
-    Cpu,
-    /// CPU set (how many CPUs the workload sees).
-    Cpuset,
-    /// The v1 device allow-list (cgroup2 has a BPF program instead).
-    Devices,
-}
-
-impl Controller {
-    /// The kernel's name of the controller.
-    pub fn name(self) -> &'static str {
-        match self {
-            Controller::Memory => "memory",
-            Controller::Pids => "pids",
-            Controller::Cpu => "cpu",
-            Controller::Cpuset => "cpuset",
-            Controller::Devices => "devices",
-        }
-    }
-}
+pub use isol_sandbox::cgroup::{Controller, Version};
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,8 @@ use isol_common::spec::Resources;
 
 pub mod layout;
 
+pub use isol_sandbox::cgroup::Write;
+use isol_sandbox::cgroup::{w, Limits};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 
 pub use isol_common::spec::CPU_PERIOD_US as CFS_PERIOD_US;
@@ -94,17 +96,6 @@ pub enum CgroupError {
     },
 }
 
-/// One control-file write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
-    /// The control file.
-    pub path: PathBuf,
-    /// What to write.
-    pub value: String,
-    /// Skip silently if the file does not exist (memsw, swap.max).
-    pub optional: bool,
-}
-
 /// One cgroup of the run, in one hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupDir {
@@ -122,21 +113,6 @@ pub struct CgroupDir {
     pub controllers: Vec<String>,
     /// Attach the BPF device program (cgroup2) once the cgroup exists.
     pub device_program: bool,
-}
-
-fn w(dir: &Path, file: &str, value: impl ToString) -> Write {
-    Write {
-        path: dir.join(file),
-        value: value.to_string(),
-        optional: false,
-    }
-}
-
-fn opt(dir: &Path, file: &str, value: impl ToString) -> Write {
-    Write {
-        optional: true,
-        ..w(dir, file, value)
-    }
 }
 
 /// What the cpuset hierarchy offers: the CPUs and memory nodes of isol's cgroup.
@@ -227,6 +203,7 @@ pub fn plan(
     name: &str,
     cpuset: &CpusetInfo,
 ) -> Result<Vec<CgroupDir>, CgroupError> {
+    let limits = limits(r, cpuset, layout.find(Controller::Cpuset).is_some())?;
     let mut dirs: Vec<CgroupDir> = Vec::new();
     for (c, limit) in needed(r) {
         let h = layout.find(c).ok_or(CgroupError::NoController {
@@ -242,7 +219,16 @@ pub fn plan(
                     .push(w(dir, "cgroup.subtree_control", format!("+{}", c.name())));
             }
         }
-        limit_writes(c, h.version, r, cpuset, &parent, &path, d)?;
+        if c == Controller::Cpuset && h.version == Version::V1 {
+            // v1 cpusets start empty: the shared parent needs every CPU isol may use.
+            d.parent_writes
+                .push(w(&parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
+            d.parent_writes
+                .push(w(&parent, "cpuset.mems", &cpuset.mems));
+        }
+        d.writes.extend(isol_sandbox::cgroup::limit_writes(
+            c, h.version, &path, &limits,
+        ));
     }
     device_policy(layout, name, &mut dirs)?;
     Ok(dirs)
@@ -258,10 +244,9 @@ fn device_policy(
     if let Some(h) = layout.find(Controller::Devices) {
         let i = dir_for(dirs, h, name);
         let path = dirs[i].path.clone();
-        dirs[i].writes.push(w(&path, "devices.deny", "a"));
-        for rule in isol_sandbox::view::devices::v1_rules() {
-            dirs[i].writes.push(w(&path, "devices.allow", rule));
-        }
+        dirs[i]
+            .writes
+            .extend(isol_sandbox::cgroup::device_writes(&path));
         return Ok(());
     }
     let h = layout
@@ -274,81 +259,35 @@ fn device_policy(
     Ok(())
 }
 
-fn limit_writes(
-    c: Controller,
-    v: Version,
-    r: &Resources,
-    cpuset: &CpusetInfo,
-    parent: &Path,
-    path: &Path,
-    d: &mut CgroupDir,
-) -> Result<(), CgroupError> {
-    match (c, v) {
-        (Controller::Memory, Version::V1) => {
-            let m = r.memory.unwrap_or_default();
-            d.writes.push(w(path, "memory.limit_in_bytes", m));
-            d.writes.push(opt(path, "memory.memsw.limit_in_bytes", m));
+/// The spec's limits in kernel units. +1 process: the container's init (PID 1, see
+/// `init`) lives in the cgroup too, and the limit is the workload's, as in VM mode
+/// where the guest's init is not counted. The CPU set: the first ceil(cpus) CPUs isol
+/// may use.
+fn limits(r: &Resources, cpuset: &CpusetInfo, has_cpuset: bool) -> Result<Limits, CgroupError> {
+    let mut l = Limits {
+        memory: r.memory,
+        pids: r.pids.map(|p| p.saturating_add(1)),
+        cpu_max: r
+            .cpus
+            .map(|c| (isol_common::spec::cpu_quota_us(c), CFS_PERIOD_US)),
+        cpuset: None,
+    };
+    // Without a cpuset hierarchy, plan() reports the missing controller.
+    if let Some(cpus) = r.cpus.filter(|_| has_cpuset) {
+        // cpus is validated to lie in (0, 64].
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let wanted = cpus.ceil() as u32;
+        if wanted as usize > cpuset.cpus.len() {
+            return Err(CgroupError::TooManyCpus {
+                cpus,
+                wanted,
+                available: cpuset.cpus.len(),
+            });
         }
-        (Controller::Memory, Version::V2) => {
-            d.writes
-                .push(w(path, "memory.max", r.memory.unwrap_or_default()));
-            d.writes.push(opt(path, "memory.swap.max", 0));
-        }
-        // +1: the container's init (PID 1, see `init`) lives in the cgroup too, and the
-        // limit is the workload's, as in VM mode where the guest's init is not counted.
-        (Controller::Pids, _) => d.writes.push(w(
-            path,
-            "pids.max",
-            r.pids.unwrap_or_default().saturating_add(1),
-        )),
-        (Controller::Cpu, _) => {
-            let quota = isol_common::spec::cpu_quota_us(r.cpus.unwrap_or(1.0));
-            if v == Version::V1 {
-                d.writes.push(w(path, "cpu.cfs_period_us", CFS_PERIOD_US));
-                d.writes.push(w(path, "cpu.cfs_quota_us", quota));
-            } else {
-                d.writes
-                    .push(w(path, "cpu.max", format!("{quota} {CFS_PERIOD_US}")));
-            }
-        }
-        (Controller::Cpuset, _) => cpuset_writes(v, r, cpuset, parent, path, d)?,
-        (Controller::Devices, _) => {}
+        let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
+        l.cpuset = Some((chosen, cpuset.mems.clone()));
     }
-    Ok(())
-}
-
-/// The CPU set: the first ceil(cpus) CPUs isol may use.
-fn cpuset_writes(
-    v: Version,
-    r: &Resources,
-    cpuset: &CpusetInfo,
-    parent: &Path,
-    path: &Path,
-    d: &mut CgroupDir,
-) -> Result<(), CgroupError> {
-    let cpus = r.cpus.unwrap_or(1.0);
-    // cpus is validated to lie in (0, 64].
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let wanted = cpus.ceil() as u32;
-    if wanted as usize > cpuset.cpus.len() {
-        return Err(CgroupError::TooManyCpus {
-            cpus,
-            wanted,
-            available: cpuset.cpus.len(),
-        });
-    }
-    let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
-    if v == Version::V1 {
-        // v1 cpusets start empty and refuse tasks until both files are set.
-        d.parent_writes
-            .push(w(parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
-        d.parent_writes.push(w(parent, "cpuset.mems", &cpuset.mems));
-        d.writes.push(w(path, "cpuset.cpus", chosen));
-        d.writes.push(w(path, "cpuset.mems", &cpuset.mems));
-    } else {
-        d.writes.push(w(path, "cpuset.cpus", chosen));
-    }
-    Ok(())
+    Ok(l)
 }
 
 /// The cgroups of a run, created. Removed by [`Cgroups::remove`] (also on drop).
@@ -358,14 +297,11 @@ pub struct Cgroups {
 }
 
 fn write_file(wr: &Write) -> Result<(), CgroupError> {
-    match fs::write(&wr.path, &wr.value) {
-        Err(e) if wr.optional && e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r.map_err(|source| CgroupError::Write {
-            path: wr.path.clone(),
-            value: wr.value.clone(),
-            source,
-        }),
-    }
+    isol_sandbox::cgroup::write(wr).map_err(|source| CgroupError::Write {
+        path: wr.path.clone(),
+        value: wr.value.clone(),
+        source,
+    })
 }
 
 fn mkdir(path: &Path) -> io::Result<()> {
