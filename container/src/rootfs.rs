@@ -269,16 +269,7 @@ pub fn describe(step: &Step) -> String {
             fstype,
             flags,
             ..
-        } => match fstype {
-            Some(t) => format!("mount {t} on {}", target.display()),
-            None if flags.contains(MsFlags::MS_REMOUNT) => {
-                format!("remount {} read-only", target.display())
-            }
-            None if flags.contains(MsFlags::MS_BIND) => {
-                format!("bind mount on {}", target.display())
-            }
-            None => format!("change propagation of {}", target.display()),
-        },
+        } => view::describe_mount(target, *fstype, *flags),
         Step::Mkdir { path, .. } => format!("mkdir {}", path.display()),
         Step::OpenHost { path, .. } => format!("open volume source {}", path.display()),
         Step::View { root, .. } => format!("set up the view in {}", root.display()),

@@ -22,6 +22,18 @@ pub struct ViewError {
     pub errno: Errno,
 }
 
+/// A short description of a mount(2) for error messages (both backends' own mounts too).
+pub fn describe_mount(target: &Path, fstype: Option<&str>, flags: MsFlags) -> String {
+    match fstype {
+        Some(t) => format!("mount {t} on {}", target.display()),
+        None if flags.contains(MsFlags::MS_REMOUNT) => {
+            format!("remount {} read-only", target.display())
+        }
+        None if flags.contains(MsFlags::MS_BIND) => format!("bind mount on {}", target.display()),
+        None => format!("change propagation of {}", target.display()),
+    }
+}
+
 /// A short description of a step for error messages.
 pub fn describe(step: &Step) -> String {
     match step {
@@ -33,13 +45,7 @@ pub fn describe(step: &Step) -> String {
             fstype,
             flags,
             ..
-        } => match fstype {
-            Some(t) => format!("mount {t} on {}", target.display()),
-            None if flags.contains(MsFlags::MS_REMOUNT) => {
-                format!("remount {} read-only", target.display())
-            }
-            None => format!("bind mount on {}", target.display()),
-        },
+        } => describe_mount(target, *fstype, *flags),
         Step::Mkdir { path, .. } | Step::MkdirAll { path } => format!("mkdir {}", path.display()),
         Step::Device { path, .. } => format!("provide the device {}", path.display()),
         Step::Symlink { link, .. } => format!("symlink {}", link.display()),

@@ -29,7 +29,7 @@ use nix::mount::MsFlags;
 mod apply;
 pub mod devices;
 
-pub use apply::{apply, describe, ViewError};
+pub use apply::{apply, describe, describe_mount, ViewError};
 
 #[cfg(doc)]
 use crate::syscall::Syscall;
