@@ -110,7 +110,7 @@ fn proc_sys_dev_tmp(mode: Mode) {
     // PID 1 is the container's init (signal forwarding, reaping); the workload is PID 2.
     assert_eq!(lines.next(), Some("2"), "{s}");
     // Exactly these device nodes, nothing more.
-    let devs = "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero ";
+    let devs = "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero ";
     assert_eq!(lines.next(), Some(devs), "{s}");
     assert!(s.contains(" /proc proc "), "{s}");
     assert!(s.contains(" /sys sysfs ro,"), "{s}");

@@ -1,7 +1,7 @@
 //! isol-container: runs a workload in Linux namespaces and cgroups.
 //!
 //! [`ContainerBackend::prepare`] validates what only this backend can check, computes the
-//! mount plan and cgroup writes as data, and (for runs with limits) writes the run record
+//! mount plan and cgroup writes as data, and writes the run record
 //! and creates the cgroups. [`PreparedContainer::run`] clones the container's init into
 //! new pid, mount, uts, ipc, net and cgroup namespaces, waits for the workload and
 //! removes the cgroups and the run record whatever happened (dropping a
@@ -12,8 +12,9 @@
 //!   workload, like `docker run --init`; see `init` and isol-sandbox's `supervisor`.
 //! - Mounts exist only in the container's mount namespace (everything below `/` is made
 //!   private first), so they vanish with it; the host keeps no per-run directory.
-//! - Only limited controllers get a cgroup, and only runs with cgroups get a run record
-//!   (what `isol gc` needs after a SIGKILL of isol; the init dies with isol through its
+//! - Every run gets a cgroup for the device allow-list (v1 `devices` or a cgroup2 BPF
+//!   program); limited controllers get one each. The run record names them (what
+//!   `isol gc` needs after a SIGKILL of isol; the init dies with isol through its
 //!   parent-death signal, taking the namespaces along).
 //!
 //! Module map: `syscall` (the kernel, behind a trait with a recording fake), `rootfs`
@@ -101,9 +102,7 @@ fn cgroup_plan(
     id: &str,
 ) -> Result<Vec<cgroup::CgroupDir>, cgroup::CgroupError> {
     let r = &spec.resources;
-    if r.memory.is_none() && r.pids.is_none() && r.cpus.is_none() {
-        return Ok(Vec::new());
-    }
+    // Every run gets a cgroup: the device allow-list lives there.
     let layout =
         Layout::detect(Path::new("/proc/self")).map_err(|source| cgroup::CgroupError::Detect {
             path: "/proc/self/mountinfo".into(),

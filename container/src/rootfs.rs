@@ -1,6 +1,8 @@
 //! The container's root filesystem, computed as a list of [`Step`]s (plain data, unit
 //! tested) and applied by [`apply`] through the [`Syscall`] layer inside the new mount
-//! namespace.
+//! namespace. This backend owns only the root itself (overlay or read-only bind) and
+//! pivot_root; the view on top of it (/proc, /sys, /dev, /tmp, volumes, masks, the
+//! cgroup view) is the sandbox's ([`isol_sandbox::view`]), the same as in VM mode.
 //!
 //! Guarantees:
 //! - The rootfs directory is never written. Writable runs get an overlayfs whose lower
@@ -9,29 +11,28 @@
 //!   rootfs and make that bind read-only *before* anything else is mounted on it, so a
 //!   missing mount point fails with EROFS instead of creating a directory in the rootfs;
 //!   when a mount point is known to be missing, they use the overlay and remount it
-//!   read-only at the end instead.
+//!   read-only at the end instead. The root is `nodev`.
 //! - Every mount happens after `/` is made recursively private, so nothing propagates to
 //!   the host and everything vanishes with the namespace.
-//! - Volumes are mounted after pivot_root (through O_PATH handles opened before it), so
-//!   symlinks in the rootfs resolve inside the new root and cannot point a mount at the
-//!   host.
-//! - /proc, /sys (read-only), a minimal /dev, /tmp; runc's masked and read-only paths;
-//!   for runs with limits, their own cgroups read-only at /sys/fs/cgroup.
+//! - Volume sources are opened (detached binds) before anything is mounted; the view
+//!   attaches them on targets resolved inside the new root, as every other view mount.
 
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
-use isol_common::security::{MASKED_PATHS, READONLY_PATHS};
 use isol_common::spec::Volume;
+use isol_sandbox::view::{self, ViewConfig, ViewVolume, VolumeSource};
+use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-mod apply;
+pub use isol_sandbox::view::CgroupMount;
 
-pub use apply::{apply, describe, StepError};
+use crate::syscall::Syscall;
 
 /// One operation of the mount plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// mount(2).
+    /// mount(2) (host paths).
     Mount {
         /// Source (device name for pseudo filesystems).
         source: Option<PathBuf>,
@@ -51,59 +52,25 @@ pub enum Step {
         /// Mode (umask is 0 during setup).
         mode: u32,
     },
-    /// mkdir -p, 0755 per missing component.
-    MkdirAll {
-        /// Path.
-        path: PathBuf,
-    },
-    /// A character device node, mode 0666.
-    Mknod {
-        /// Path.
-        path: PathBuf,
-        /// Device major number.
-        major: u64,
-        /// Device minor number.
-        minor: u64,
-    },
-    /// symlink(2).
-    Symlink {
-        /// What the link points to.
-        target: PathBuf,
-        /// The link.
-        link: PathBuf,
-    },
-    /// Opens a volume's host directory (O_PATH) into `slot`, before pivot_root.
+    /// Opens a volume's host directory (a detached bind) into `slot`.
     OpenHost {
         /// Host directory.
         path: PathBuf,
         /// Index in the handle table.
         slot: usize,
     },
-    /// Bind-mounts the handle in `slot` at `target` (after pivot_root).
-    BindHandle {
-        /// Index in the handle table.
-        slot: usize,
-        /// Path inside the container.
-        target: PathBuf,
+    /// The sandbox's view, applied onto the new root.
+    View {
+        /// The new root (host path).
+        root: PathBuf,
+        /// The view's steps (paths inside the root).
+        steps: Vec<view::Step>,
     },
     /// pivot_root into this directory and detach the old root.
     PivotRoot {
         /// The new root.
         new_root: PathBuf,
     },
-    /// Hide a path: empty read-only tmpfs over a directory, /dev/null over anything else.
-    Mask {
-        /// Path inside the container.
-        path: PathBuf,
-    },
-    /// Make a path read-only (bind onto itself, remount read-only); skipped if missing.
-    ReadOnly {
-        /// Path inside the container.
-        path: PathBuf,
-    },
-    /// Wait until isol has moved the init into the run's cgroups, then unshare the cgroup
-    /// namespace (its root becomes the run's cgroup). Done by the caller of [`apply`].
-    JoinCgroups,
 }
 
 /// What the plan is made from.
@@ -124,19 +91,6 @@ pub struct RootfsConfig<'a> {
     pub cgroups: &'a [CgroupMount],
 }
 
-/// A cgroup hierarchy shown read-only inside the container, rooted at the run's own
-/// cgroup (the init unshares the cgroup namespace before mounting).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupMount {
-    /// Directory under /sys/fs/cgroup; `None` mounts cgroup2 on /sys/fs/cgroup itself
-    /// (pure cgroup2 hosts).
-    pub name: Option<String>,
-    /// cgroup2 rather than a v1 hierarchy.
-    pub v2: bool,
-    /// The v1 hierarchy's controllers (`cpu,cpuacct`), its mount options.
-    pub controllers: String,
-}
-
 /// The plan cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -153,23 +107,6 @@ pub enum PlanError {
         path: PathBuf,
     },
 }
-
-const DEV_NODES: &[(&str, u64, u64)] = &[
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
-
-const DEV_LINKS: &[(&str, &str)] = &[
-    ("ptmx", "pts/ptmx"),
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-];
 
 /// Joins an absolute container path under `root`.
 fn under(root: &Path, p: &Path) -> PathBuf {
@@ -216,7 +153,8 @@ fn needed_mount_points<'a>(cfg: &'a RootfsConfig<'a>) -> impl Iterator<Item = &'
 }
 
 /// Computes the mount plan. `is_dir` answers for host paths (the rootfs as seen from the
-/// host) and only decides between bind and overlay for `--read-only`.
+/// host) and only decides between bind and overlay for `--read-only` (the view checks
+/// every mount point itself, inside the root).
 pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<Step>, PlanError> {
     for v in cfg.volumes {
         if v.path.components().any(|c| c == Component::ParentDir) {
@@ -250,59 +188,39 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
             flags: MsFlags::MS_BIND | MsFlags::MS_REC,
             data: None,
         });
-        steps.push(remount_ro(cfg.scratch.to_path_buf(), MsFlags::empty()));
+        steps.push(remount_ro(cfg.scratch.to_path_buf(), MsFlags::MS_NODEV));
         cfg.scratch.to_path_buf()
     } else {
         check_option_path(cfg.rootfs)?;
         check_option_path(cfg.scratch)?;
         overlay_steps(cfg, &mut steps)
     };
-    system_mounts(&root, !bind, &mut steps);
+    let view_volumes: Vec<ViewVolume> = volumes
+        .iter()
+        .enumerate()
+        .map(|(slot, v)| ViewVolume {
+            path: v.path.clone(),
+            read_only: v.read_only,
+            source: VolumeSource::Handle(slot),
+        })
+        .collect();
+    let view = view::plan(&ViewConfig {
+        create: !bind,
+        read_only_root: cfg.read_only && !bind,
+        volumes: &view_volumes,
+        cwd: cfg.cwd,
+        cgroups: cfg.cgroups,
+        host_dev: Path::new("/dev"),
+    });
+    steps.push(Step::View {
+        root: root.clone(),
+        steps: view,
+    });
     steps.push(Step::PivotRoot { new_root: root });
-    after_pivot(cfg, bind, &volumes, &mut steps);
     Ok(steps)
 }
 
-/// Steps inside the new root: volumes, working directory, masked and read-only paths,
-/// joining the cgroups and their view, and the final read-only remount of an overlay root.
-fn after_pivot(cfg: &RootfsConfig, bind: bool, volumes: &[&Volume], steps: &mut Vec<Step>) {
-    for (slot, v) in volumes.iter().enumerate() {
-        if !bind {
-            steps.push(Step::MkdirAll {
-                path: v.path.clone(),
-            });
-        }
-        steps.push(Step::BindHandle {
-            slot,
-            target: v.path.clone(),
-        });
-        if v.read_only {
-            steps.push(remount_ro(v.path.clone(), MsFlags::empty()));
-        }
-    }
-    if !bind {
-        steps.push(Step::MkdirAll {
-            path: cfg.cwd.to_path_buf(),
-        });
-    }
-    steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask { path: p.into() }));
-    steps.extend(
-        READONLY_PATHS
-            .iter()
-            .map(|p| Step::ReadOnly { path: p.into() }),
-    );
-    if !cfg.cgroups.is_empty() {
-        // Everything above ran while isol moved the init into its cgroups (one RCU grace
-        // period on cgroup v1); only the cgroup namespace and its mounts wait for it.
-        steps.push(Step::JoinCgroups);
-        cgroup_mounts(Path::new("/sys/fs/cgroup"), cfg.cgroups, steps);
-    }
-    if cfg.read_only && !bind {
-        steps.push(remount_ro(PathBuf::from("/"), MsFlags::empty()));
-    }
-}
-
-/// The private tmpfs and the overlay on it; returns the new root.
+/// The private tmpfs and the overlay on it (`nodev`); returns the new root.
 fn overlay_steps(cfg: &RootfsConfig, steps: &mut Vec<Step>) -> PathBuf {
     let s = cfg.scratch;
     steps.push(mount(
@@ -328,127 +246,77 @@ fn overlay_steps(cfg: &RootfsConfig, steps: &mut Vec<Step>) -> PathBuf {
         "overlay",
         s.join("root"),
         "overlay",
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         &data,
     ));
     s.join("root")
 }
 
-/// /sys/fs/cgroup: the run's hierarchies, read-only (nothing without cgroups).
-fn cgroup_mounts(at: &Path, cgroups: &[CgroupMount], steps: &mut Vec<Step>) {
-    let pseudo = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let ro = pseudo | MsFlags::MS_RDONLY;
-    if let [CgroupMount { name: None, .. }] = cgroups {
-        steps.push(mount("cgroup2", at.to_path_buf(), "cgroup2", ro, ""));
-        return;
+/// A step that failed while applying the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// The step, described.
+    pub step: String,
+    /// The kernel's answer.
+    pub errno: Errno,
+}
+
+/// A short description of a step for error messages.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::Mount {
+            target,
+            fstype,
+            flags,
+            ..
+        } => view::describe_mount(target, *fstype, *flags),
+        Step::Mkdir { path, .. } => format!("mkdir {}", path.display()),
+        Step::OpenHost { path, .. } => format!("open volume source {}", path.display()),
+        Step::View { root, .. } => format!("set up the view in {}", root.display()),
+        Step::PivotRoot { new_root } => format!("pivot_root into {}", new_root.display()),
     }
-    if cgroups.is_empty() {
-        return;
-    }
-    steps.push(mount(
-        "tmpfs",
-        at.to_path_buf(),
-        "tmpfs",
-        pseudo,
-        "mode=755",
-    ));
-    for c in cgroups {
-        let dir = at.join(c.name.as_deref().unwrap_or("unified"));
-        steps.push(Step::Mkdir {
-            path: dir.clone(),
-            mode: 0o555,
-        });
-        let (fstype, data) = if c.v2 {
-            ("cgroup2", "")
-        } else {
-            ("cgroup", c.controllers.as_str())
+}
+
+/// Applies the plan, in order; `join` does the view's [`view::Step::JoinCgroups`]. Stops
+/// at the first failure.
+pub fn apply(
+    steps: &[Step],
+    sys: &dyn Syscall,
+    join: &mut dyn FnMut() -> nix::Result<()>,
+) -> Result<(), StepError> {
+    let mut handles: Vec<Option<OwnedFd>> = Vec::new();
+    for step in steps {
+        let err = |errno| StepError {
+            step: describe(step),
+            errno,
         };
-        steps.push(mount("cgroup", dir, fstype, ro, data));
-    }
-    steps.push(remount_ro(at.to_path_buf(), pseudo));
-}
-
-/// /proc, /sys, /dev and /tmp under `root` (before pivot_root).
-fn system_mounts(root: &Path, create: bool, steps: &mut Vec<Step>) {
-    let pseudo = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let at = |p: &str| root.join(p);
-    let table: [(&str, &str, &'static str, MsFlags, &str, u32); 4] = [
-        ("proc", "proc", "proc", pseudo, "", 0o555),
-        (
-            "sys",
-            "sysfs",
-            "sysfs",
-            pseudo | MsFlags::MS_RDONLY,
-            "",
-            0o555,
-        ),
-        (
-            "dev",
-            "tmpfs",
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            "mode=755,size=65536k",
-            0o755,
-        ),
-        (
-            "tmp",
-            "tmpfs",
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            "mode=1777",
-            0o1777,
-        ),
-    ];
-    for (dir, source, fstype, flags, data, mode) in table {
-        if create {
-            steps.push(Step::Mkdir {
-                path: at(dir),
-                mode,
-            });
+        match step {
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => sys.mount(source.as_deref(), target, *fstype, *flags, data.as_deref()),
+            Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
+            Step::OpenHost { path, slot } => sys.open_path(path).map(|fd| {
+                handles.resize_with(handles.len().max(slot + 1), || None);
+                handles[*slot] = Some(fd);
+            }),
+            Step::View { root, steps } => {
+                view::apply(steps, sys, root, &mut handles, Path::new("/dev/null"), join).map_err(
+                    |e| StepError {
+                        step: e.step,
+                        errno: e.errno,
+                    },
+                )?;
+                Ok(())
+            }
+            Step::PivotRoot { new_root } => sys.pivot_root(new_root),
         }
-        steps.push(mount(source, at(dir), fstype, flags, data));
-        if dir == "dev" {
-            dev_steps(&at("dev"), steps);
-        }
+        .map_err(err)?;
     }
-}
-
-fn dev_steps(dev: &Path, steps: &mut Vec<Step>) {
-    for (name, major, minor) in DEV_NODES {
-        steps.push(Step::Mknod {
-            path: dev.join(name),
-            major: *major,
-            minor: *minor,
-        });
-    }
-    steps.push(Step::Mkdir {
-        path: dev.join("pts"),
-        mode: 0o755,
-    });
-    steps.push(mount(
-        "devpts",
-        dev.join("pts"),
-        "devpts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-    ));
-    steps.push(Step::Mkdir {
-        path: dev.join("shm"),
-        mode: 0o1777,
-    });
-    steps.push(mount(
-        "shm",
-        dev.join("shm"),
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        "mode=1777,size=65536k",
-    ));
-    for (name, target) in DEV_LINKS {
-        steps.push(Step::Symlink {
-            target: PathBuf::from(target),
-            link: dev.join(name),
-        });
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -75,10 +75,9 @@ fn run(host_slot: &mut Option<Box<dyn Host>>) -> Result<ExitReport, InitError> {
     sys::sethostname(&cfg.hostname).ctx(|| format!("set the hostname to {:?}", cfg.hostname))?;
     // One rule in both modes (isol-sandbox `net`): failing to bring lo up fails the run,
     // unless the kernel has no networking at all.
-    match setup::loopback() {
-        Err(e) if isol_sandbox::net::no_network(e.source.raw_os_error().unwrap_or(0)) => {}
-        r => r?,
-    }
+    isol_sandbox::net::loopback_up(&isol_sandbox::syscall::linux::LinuxSyscall)
+        .map_err(std::io::Error::from)
+        .ctx(|| "bring the loopback interface up".into())?;
     let cgroup = setup::cgroup(&cfg)?;
     let root = setup::rootfs();
     setup::apply(&setup::root_plan(root), Path::new("/dev/null"))?;

@@ -1,13 +1,16 @@
 //! Everything the init prepares before the workload starts, planned as data (a list of
 //! [`Step`]s) and then applied: the init's own /proc, /sys, /dev; the workload root at
-//! [`ROOTFS_PATH`] (the rootfs directory served over virtio-9p under a tmpfs overlay) with
-//! the same mounts as container mode (/proc, read-only /sys, a small /dev, /tmp, volumes,
-//! runc's masked and read-only paths, `--read-only`); the workload's cgroup (cgroup2
-//! inside the guest); loopback; the hostname.
+//! [`ROOTFS_PATH`] (the rootfs directory served over virtio-9p under a tmpfs overlay);
+//! on it the workload's view, which is the sandbox's ([`isol_sandbox::view`]), the very
+//! plan container mode applies (/proc, read-only /sys, /dev with the allowed devices,
+//! /tmp, volumes, runc's masked and read-only paths, `--read-only`); the workload's
+//! cgroup (cgroup2 inside the guest) with the device allow-list; the hostname.
 
 use std::path::{Path, PathBuf};
 
-use isol_common::security::{MASKED_PATHS, READONLY_PATHS};
+use isol_sandbox::cgroup::{limit_writes, write, Limits, Version};
+use isol_sandbox::syscall::linux::LinuxSyscall;
+use isol_sandbox::view::{self, ViewConfig, ViewVolume, VolumeSource};
 
 use crate::protocol::{GuestConfig, Volume, ROOTFS_PATH, ROOT_TAG, VOLUME_MSIZE};
 use crate::sys::{self, Ctx, InitError};
@@ -19,7 +22,7 @@ const NOSUID: libc::c_ulong = libc::MS_NOSUID;
 const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
 
-/// One mount-namespace operation.
+/// One operation of the init's own mounts, or the workload's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// mkdir -p.
@@ -37,15 +40,13 @@ pub enum Step {
         /// Options.
         data: String,
     },
-    /// A character device node (mode, major, minor).
-    Node(PathBuf, libc::mode_t, u32, u32),
-    /// A symlink (target, link).
-    Symlink(String, PathBuf),
-    /// Masks a path: an empty read-only tmpfs over a directory, /dev/null over a file,
-    /// nothing when absent.
-    Mask(PathBuf),
-    /// Makes a path read-only if it exists (bind to itself, remount read-only).
-    ReadOnly(PathBuf),
+    /// The sandbox's view, applied onto `root` (targets resolved inside it).
+    View {
+        /// The workload root.
+        root: PathBuf,
+        /// The view.
+        steps: Vec<view::Step>,
+    },
 }
 
 fn mnt(
@@ -62,11 +63,6 @@ fn mnt(
         flags,
         data: data.into(),
     }
-}
-
-fn remount_ro(target: &Path, extra: libc::c_ulong) -> Step {
-    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | extra;
-    mnt("", target, "", flags, "")
 }
 
 /// The init's own mounts (in the initramfs root).
@@ -112,14 +108,34 @@ pub fn root_plan(root: &Path) -> Vec<Step> {
         Step::Dir(rw.join("upper")),
         Step::Dir(rw.join("work")),
         Step::Dir(root.into()),
-        mnt("overlay", root, "overlay", 0, &overlay),
+        mnt("overlay", root, "overlay", NODEV, &overlay),
     ]
 }
 
-/// The workload root's mounts, in order. `root` is where [`root_plan`] mounted it.
+/// The workload root's mounts, in order: the root bound onto itself (a mount of its
+/// own to chroot into), then the sandbox's view on it. `root` is where [`root_plan`]
+/// mounted it.
 pub fn workload_plan(cfg: &GuestConfig, root: &Path) -> Vec<Step> {
-    let r = |p: &str| root.join(p.trim_start_matches('/'));
-    let mut plan = vec![
+    let volumes: Vec<ViewVolume> = cfg
+        .volumes
+        .iter()
+        .map(|v| ViewVolume {
+            path: PathBuf::from(&v.path),
+            read_only: v.read_only,
+            source: volume_source(v),
+        })
+        .collect();
+    let steps = view::plan(&ViewConfig {
+        create: true,
+        read_only_root: cfg.read_only,
+        volumes: &volumes,
+        cwd: Path::new(&cfg.cwd),
+        // The workload's own cgroup is mounted by the workload process (spawn), once it
+        // has joined it and unshared its cgroup namespace.
+        cgroups: &[],
+        host_dev: Path::new("/dev"),
+    });
+    vec![
         mnt(
             &root.to_string_lossy(),
             root,
@@ -127,41 +143,24 @@ pub fn workload_plan(cfg: &GuestConfig, root: &Path) -> Vec<Step> {
             libc::MS_BIND | libc::MS_REC,
             "",
         ),
-        Step::Dir(r(&cfg.cwd)),
-    ];
-    for dir in ["/proc", "/sys", "/dev", "/tmp"] {
-        plan.push(Step::Dir(r(dir)));
-    }
-    for v in &cfg.volumes {
-        plan.push(Step::Dir(r(&v.path)));
-    }
-    plan.push(mnt("proc", r("/proc"), "proc", NOSUID | NODEV | NOEXEC, ""));
-    let sys_flags = NOSUID | NODEV | NOEXEC | libc::MS_RDONLY;
-    plan.push(mnt("sysfs", r("/sys"), "sysfs", sys_flags, ""));
-    plan.extend(dev_plan(&r("/dev")));
-    plan.push(mnt(
-        "tmpfs",
-        r("/tmp"),
-        "tmpfs",
-        NOSUID | NODEV,
-        "mode=1777",
-    ));
-    plan.extend(cfg.volumes.iter().map(|v| volume_mount(v, &r(&v.path))));
-    plan.extend(MASKED_PATHS.iter().map(|p| Step::Mask(r(p))));
-    plan.extend(READONLY_PATHS.iter().map(|p| Step::ReadOnly(r(p))));
-    if cfg.read_only {
-        plan.push(remount_ro(root, 0));
-    }
-    plan
+        Step::View {
+            root: root.to_path_buf(),
+            steps,
+        },
+    ]
 }
 
 /// A volume the VMM serves over virtio-9p. `access=client`: the guest kernel checks
 /// permissions and names the caller's uid, so files keep the owners the workload gives
 /// them, as with container mode's bind mounts. `cache=mmap`: no caching (the host may
-/// change the directory), except the page cache that shared mmap needs.
-fn volume_mount(v: &Volume, target: &Path) -> Step {
-    let flags = if v.read_only { libc::MS_RDONLY } else { 0 };
-    mnt(&v.tag, target, "9p", flags, &ninep_options("mmap"))
+/// change the directory), except the page cache that shared mmap needs. The view mounts
+/// it nosuid,nodev (and read-only), as container mode's binds.
+fn volume_source(v: &Volume) -> VolumeSource {
+    VolumeSource::Mount {
+        source: v.tag.clone(),
+        fstype: "9p",
+        data: ninep_options("mmap"),
+    }
 }
 
 /// Mount options of a virtio-9p share from the VMM, with the guest cache mode `cache`.
@@ -169,62 +168,13 @@ fn ninep_options(cache: &str) -> String {
     format!("trans=virtio,version=9p2000.L,msize={VOLUME_MSIZE},cache={cache},access=client")
 }
 
-/// A minimal /dev as container mode has: null, zero, full, random, urandom, tty, pts, shm.
-fn dev_plan(dev: &Path) -> Vec<Step> {
-    let mut plan = vec![mnt(
-        "tmpfs",
-        dev,
-        "tmpfs",
-        NOSUID | libc::MS_STRICTATIME,
-        "mode=755,size=65536k",
-    )];
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        plan.push(Step::Node(dev.join(name), 0o666, major, minor));
-    }
-    plan.push(Step::Dir(dev.join("pts")));
-    plan.push(mnt(
-        "devpts",
-        dev.join("pts"),
-        "devpts",
-        NOSUID | NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-    ));
-    plan.push(Step::Symlink("pts/ptmx".into(), dev.join("ptmx")));
-    plan.push(Step::Dir(dev.join("shm")));
-    plan.push(mnt(
-        "shm",
-        dev.join("shm"),
-        "tmpfs",
-        NOSUID | NODEV | NOEXEC,
-        "mode=1777,size=65536k",
-    ));
-    for (target, link) in [
-        ("/proc/self/fd", "fd"),
-        ("/proc/self/fd/0", "stdin"),
-        ("/proc/self/fd/1", "stdout"),
-        ("/proc/self/fd/2", "stderr"),
-    ] {
-        plan.push(Step::Symlink(target.into(), dev.join(link)));
-    }
-    plan
+/// Applies a plan in order; the first failure stops it. The view binds the init's own
+/// /dev/null over masked files (`_dev_null`, the workload's, is no longer needed).
+pub fn apply(plan: &[Step], _dev_null: &Path) -> Result<(), InitError> {
+    plan.iter().try_for_each(apply_step)
 }
 
-/// Applies a plan in order; the first failure stops it.
-pub fn apply(plan: &[Step], dev_null: &Path) -> Result<(), InitError> {
-    for step in plan {
-        apply_step(step, dev_null)?;
-    }
-    Ok(())
-}
-
-fn apply_step(step: &Step, dev_null: &Path) -> Result<(), InitError> {
+fn apply_step(step: &Step) -> Result<(), InitError> {
     match step {
         Step::Dir(p) => {
             std::fs::create_dir_all(p).ctx(|| format!("create directory {}", p.display()))
@@ -237,110 +187,62 @@ fn apply_step(step: &Step, dev_null: &Path) -> Result<(), InitError> {
             data,
         } => sys::mount(src, target, fstype, *flags, data)
             .ctx(|| format!("mount {src:?} ({fstype}) on {}", target.display())),
-        Step::Node(p, mode, major, minor) => {
-            sys::mknod_char(p, *mode, *major, *minor)
-                .ctx(|| format!("create device {}", p.display()))?;
-            // mknod's mode is filtered by the umask; set it exactly.
-            std::os::unix::fs::chown(p, Some(0), Some(0))
-                .ctx(|| format!("chown {}", p.display()))?;
-            let perm = std::os::unix::fs::PermissionsExt::from_mode(*mode);
-            std::fs::set_permissions(p, perm).ctx(|| format!("chmod {}", p.display()))
-        }
-        Step::Symlink(target, link) => std::os::unix::fs::symlink(target, link)
-            .ctx(|| format!("create symlink {}", link.display())),
-        Step::Mask(p) => mask(p, dev_null),
-        Step::ReadOnly(p) => {
-            if std::fs::symlink_metadata(p).is_err() {
-                return Ok(());
-            }
-            let s = p.to_string_lossy();
-            sys::mount(&s, p, "", libc::MS_BIND | libc::MS_REC, "").ctx(|| format!("bind {s}"))?;
-            apply_step(&remount_ro(p, NOSUID | NODEV | NOEXEC), dev_null)
+        Step::View { root, steps } => {
+            let null = Path::new("/dev/null");
+            view::apply(steps, &LinuxSyscall, root, &mut [], null, &mut || Ok(())).map_err(|e| {
+                InitError {
+                    op: e.step,
+                    source: std::io::Error::from_raw_os_error(e.errno as i32),
+                }
+            })
         }
     }
 }
 
-fn mask(p: &Path, dev_null: &Path) -> Result<(), InitError> {
-    let Ok(meta) = std::fs::symlink_metadata(p) else {
-        return Ok(());
-    };
-    if meta.is_dir() {
-        sys::mount("tmpfs", p, "tmpfs", libc::MS_RDONLY, "size=0")
-            .ctx(|| format!("mask {}", p.display()))
-    } else {
-        let null = dev_null.to_string_lossy();
-        sys::mount(&null, p, "", libc::MS_BIND, "").ctx(|| format!("mask {}", p.display()))
-    }
-}
-
-/// Creates the workload's cgroup with the config's limits; `None` when it has none.
+/// Creates the workload's cgroup with the config's limits and the device allow-list (a
+/// BPF_CGROUP_DEVICE program, the same as container mode's on cgroup2). Every workload
+/// has one.
 pub fn cgroup(cfg: &GuestConfig) -> Result<Option<PathBuf>, InitError> {
-    let mut controllers = Vec::new();
-    let mut files = Vec::new();
-    if let Some(m) = cfg.memory {
-        controllers.push("+memory");
-        files.push(("memory.max", m.to_string()));
-        files.push(("memory.swap.max", "0".to_string()));
-    }
-    if let Some(p) = cfg.pids {
-        controllers.push("+pids");
-        files.push(("pids.max", p.to_string()));
-    }
-    if let Some((q, p)) = cfg.cpu_max {
-        controllers.push("+cpu");
-        files.push(("cpu.max", format!("{q} {p}")));
-    }
-    if controllers.is_empty() {
-        return Ok(None);
-    }
+    let limits = Limits {
+        memory: cfg.memory,
+        pids: cfg.pids,
+        cpu_max: cfg.cpu_max,
+        cpuset: None,
+    };
+    let controllers: Vec<String> = limits
+        .controllers()
+        .iter()
+        .map(|c| format!("+{}", c.name()))
+        .collect();
     let root = Path::new("/sys/fs/cgroup");
     sys::mount("cgroup2", root, "cgroup2", NOSUID | NODEV | NOEXEC, "")
         .ctx(|| "mount cgroup2 on /sys/fs/cgroup".into())?;
     let ctl = root.join("cgroup.subtree_control");
-    std::fs::write(&ctl, controllers.join(" ")).ctx(|| {
-        format!(
-            "enable {} in {} (is the controller in the guest kernel?)",
-            controllers.join(" "),
-            ctl.display()
-        )
-    })?;
+    if !controllers.is_empty() {
+        std::fs::write(&ctl, controllers.join(" ")).ctx(|| {
+            format!(
+                "enable {} in {} (is the controller in the guest kernel?)",
+                controllers.join(" "),
+                ctl.display()
+            )
+        })?;
+    }
     let dir = PathBuf::from(CGROUP_DIR);
     std::fs::create_dir_all(&dir).ctx(|| format!("create cgroup {}", dir.display()))?;
-    for (name, value) in files {
-        let f = dir.join(name);
-        if name == "memory.swap.max" && !f.exists() {
-            continue; // A kernel without swap support has no swap to limit.
+    for c in limits.controllers() {
+        for wr in limit_writes(c, Version::V2, &dir, &limits) {
+            write(&wr).ctx(|| format!("write {} to {}", wr.value, wr.path.display()))?;
         }
-        std::fs::write(&f, &value).ctx(|| format!("write {value} to {}", f.display()))?;
     }
+    view::devices::attach_program(&dir)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        .ctx(|| {
+            format!(
+                "attach the device allow-list to {} (needs CONFIG_CGROUP_BPF)",
+                dir.display()
+            )
+        })?;
     Ok(Some(dir))
-}
-
-/// Brings up the loopback interface.
-pub fn loopback() -> Result<(), InitError> {
-    // SAFETY: socket takes no pointers.
-    let fd =
-        sys::cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
-            .ctx(|| "open a socket to configure lo".into())?;
-    // SAFETY: socket returned a fresh descriptor that we own from here on.
-    let _guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; all zeroes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = libc::c_char::from_ne_bytes([*s]);
-    }
-    // SAFETY: `req` is a valid ifreq naming "lo" that the kernel fills in.
-    sys::cvt(unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) })
-        .ctx(|| "read the flags of lo".into())?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    // IFF_UP fits in the short flags field.
-    #[allow(clippy::cast_possible_truncation)]
-    let up = flags | libc::IFF_UP as libc::c_short;
-    req.ifr_ifru.ifru_flags = up;
-    // SAFETY: `req` is a valid ifreq naming "lo" with the new flags.
-    sys::cvt(unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) }).ctx(|| "bring lo up".into())?;
-    Ok(())
 }
 
 /// Where the workload root lies.
@@ -351,6 +253,7 @@ pub fn rootfs() -> &'static Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use isol_sandbox::syscall::fake::FakeSyscall;
 
     fn cfg() -> GuestConfig {
         GuestConfig {
@@ -365,70 +268,86 @@ mod tests {
         }
     }
 
-    fn targets(plan: &[Step]) -> Vec<String> {
-        plan.iter()
-            .filter_map(|s| match s {
-                Step::Mount { target, flags, .. } => {
-                    Some(format!("{} {flags:#x}", target.display()))
-                }
-                _ => None,
-            })
-            .collect()
+    fn view_steps(plan: &[Step]) -> &[view::Step] {
+        match plan.last() {
+            Some(Step::View { root, steps }) if root == Path::new("/r") => steps,
+            other => panic!("the view comes last: {other:?}"),
+        }
+    }
+
+    /// The view applied onto /r with the recording fake: what the guest init would do.
+    fn applied(c: &GuestConfig) -> Vec<String> {
+        let plan = workload_plan(c, Path::new("/r"));
+        let fake = FakeSyscall::default();
+        view::apply(
+            view_steps(&plan),
+            &fake,
+            Path::new("/r"),
+            &mut [],
+            Path::new("/dev/null"),
+            &mut || Ok(()),
+        )
+        .unwrap();
+        fake.changes()
+    }
+
+    #[test]
+    fn test_workload_plan_binds_the_root_then_applies_the_sandbox_view() {
+        let plan = workload_plan(&cfg(), Path::new("/r"));
+        assert_eq!(plan.len(), 2);
+        assert!(
+            matches!(&plan[0], Step::Mount { target, flags, .. } if target == Path::new("/r") && *flags == libc::MS_BIND | libc::MS_REC)
+        );
+        let log = applied(&cfg());
+        assert!(
+            log.contains(
+                &"mount proc /r/proc proc MsFlags(MS_NOSUID | MS_NODEV | MS_NOEXEC) -".to_string()
+            ),
+            "{log:#?}"
+        );
+        assert!(log
+            .iter()
+            .any(|l| l.starts_with("mount sysfs /r/sys sysfs") && l.contains("MS_RDONLY")));
+        assert!(log.contains(&"mount /dev/null /r/dev/null - MsFlags(MS_BIND) -".to_string()));
+        assert!(log
+            .iter()
+            .any(|l| l.starts_with("bind /r/proc/sys /r/proc/sys")));
     }
 
     #[test]
     fn test_workload_plan_read_only_remounts_root_last() {
         let mut c = cfg();
         c.read_only = true;
-        let plan = workload_plan(&c, Path::new("/r"));
-        let last = plan.last().unwrap();
-        assert_eq!(*last, remount_ro(Path::new("/r"), 0));
+        let log = applied(&c);
+        assert_eq!(
+            log.last().unwrap(),
+            "mount - /r/ - MsFlags(MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND) -"
+        );
         // /tmp is its own tmpfs, so it stays writable.
-        assert!(targets(&plan).iter().any(|t| t.starts_with("/r/tmp ")));
+        assert!(log
+            .iter()
+            .any(|l| l.starts_with("mount tmpfs /r/tmp tmpfs")));
+        assert!(!applied(&cfg())
+            .iter()
+            .any(|l| l.starts_with("mount - /r/ ")));
     }
 
     #[test]
-    fn test_workload_plan_writable_root_has_no_root_remount() {
-        let plan = workload_plan(&cfg(), Path::new("/r"));
-        assert!(!plan.contains(&remount_ro(Path::new("/r"), 0)));
-    }
-
-    #[test]
-    fn test_workload_plan_creates_cwd_and_volume_dirs_before_mounting() {
-        let plan = workload_plan(&cfg(), Path::new("/r"));
-        let pos = |s: &Step| plan.iter().position(|x| x == s).unwrap();
-        let first_fs = plan
-            .iter()
-            .position(|s| matches!(s, Step::Mount { fstype, .. } if fstype == "proc"))
-            .unwrap();
-        assert!(pos(&Step::Dir("/r/work".into())) < first_fs);
-        assert!(pos(&Step::Dir("/r/data".into())) < first_fs);
-        let vol = plan
-            .iter()
-            .find(|s| matches!(s, Step::Mount { fstype, .. } if fstype == "9p"))
-            .unwrap();
-        let Step::Mount {
-            src,
-            target,
-            flags,
-            data,
-            ..
-        } = vol
-        else {
-            unreachable!()
+    fn test_workload_plan_creates_cwd_and_volume_dirs_and_mounts_volumes_nosuid_nodev() {
+        let log = applied(&cfg());
+        let pos = |p: &str| {
+            log.iter()
+                .position(|l| l.starts_with(p))
+                .unwrap_or_else(|| panic!("{p}: {log:#?}"))
         };
-        assert_eq!(
-            (src.as_str(), target.as_path()),
-            ("isolvol0", Path::new("/r/data"))
-        );
-        assert_eq!(
-            *flags,
-            libc::MS_RDONLY,
-            "a read-only volume is mounted read-only"
-        );
+        let first_fs = pos("mount proc");
+        assert!(pos("mkdir /r/work") < first_fs);
+        assert!(pos("mkdir /r/data") < first_fs);
+        let vol = &log[pos("mount isolvol0 /r/data 9p")];
+        assert!(vol.contains("MS_RDONLY | MS_NOSUID | MS_NODEV"), "{vol}");
         assert!(
-            data.contains("trans=virtio") && data.contains("access=client"),
-            "{data}"
+            vol.contains("trans=virtio") && vol.contains("access=client"),
+            "{vol}"
         );
     }
 
@@ -465,9 +384,10 @@ mod tests {
         );
         assert_eq!(mounts[1].3, "tmpfs mode=0755");
         assert_eq!(
-            (mounts[2].1.as_str(), mounts[2].3.as_str()),
+            (mounts[2].1.as_str(), mounts[2].2, mounts[2].3.as_str()),
             (
                 "/r",
+                libc::MS_NODEV,
                 "overlay lowerdir=/isol/lower,upperdir=/isol/rw/upper,workdir=/isol/rw/work"
             )
         );
@@ -475,13 +395,5 @@ mod tests {
         let pos = |s: &Step| plan.iter().position(|x| x == s).unwrap();
         assert!(pos(&Step::Dir("/isol/rw/work".into())) < plan.len() - 1);
         assert!(pos(&Step::Dir("/r".into())) < plan.len() - 1);
-    }
-
-    #[test]
-    fn test_workload_plan_sys_read_only_and_proc_masked() {
-        let plan = workload_plan(&cfg(), Path::new("/r"));
-        assert!(plan.iter().any(|s| matches!(s, Step::Mount { fstype, flags, .. } if fstype == "sysfs" && flags & libc::MS_RDONLY != 0)));
-        assert!(plan.contains(&Step::Mask("/r/proc/kcore".into())));
-        assert!(plan.contains(&Step::ReadOnly("/r/proc/sys".into())));
     }
 }

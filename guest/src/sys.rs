@@ -1,4 +1,4 @@
-//! Thin wrappers over the few syscalls std does not offer (mount, mknod, chroot, ...),
+//! Thin wrappers over the few syscalls std does not offer (mount, chroot, ...),
 //! each returning `io::Result`, and the init's error type.
 
 use std::ffi::CString;
@@ -96,20 +96,6 @@ pub fn mount(
         )
     };
     cvt(r).map(drop)
-}
-
-/// mknod(2) of a character device.
-pub fn mknod_char(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
-    let p = cpath(path)?;
-    // SAFETY: `p` is a valid C string for the duration of the call.
-    cvt(unsafe {
-        libc::mknod(
-            p.as_ptr(),
-            libc::S_IFCHR | mode,
-            libc::makedev(major, minor),
-        )
-    })
-    .map(drop)
 }
 
 /// sethostname(2).

@@ -6,6 +6,7 @@
 //! overlay and pivot_root; the guest its 9P overlay, switch of root and channel.
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod exec;
 pub mod jail;
 pub mod net;
@@ -16,4 +17,5 @@ pub mod seccomp;
 pub mod stub;
 pub mod supervisor;
 pub mod syscall;
+pub mod view;
 pub mod workload;

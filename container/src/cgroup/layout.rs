@@ -6,39 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// cgroup v1 or the unified v2 hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    /// A v1 hierarchy (one or a few controllers per mount).
-    V1,
-    /// The cgroup2 hierarchy.
-    V2,
-}
-
-/// A controller isol sets limits with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Controller {
-    /// Memory limit.
-    Memory,
-    /// Process count limit.
-    Pids,
-    /// CFS bandwidth (CPU quota).
-    Cpu,
-    /// CPU set (how many CPUs the workload sees).
-    Cpuset,
-}
-
-impl Controller {
-    /// The kernel's name of the controller.
-    pub fn name(self) -> &'static str {
-        match self {
-            Controller::Memory => "memory",
-            Controller::Pids => "pids",
-            Controller::Cpu => "cpu",
-            Controller::Cpuset => "cpuset",
-        }
-    }
-}
+pub use isol_sandbox::cgroup::{Controller, Version};
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +121,9 @@ impl Layout {
 
     /// Reads the layout of the running host from `proc_self` (normally /proc/self).
     pub fn detect(proc_self: &Path) -> io::Result<Layout> {
-        let mountinfo = fs::read_to_string(proc_self.join("mountinfo"))?;
-        let self_cgroup = fs::read_to_string(proc_self.join("cgroup"))?;
-        let read = |m: &Path| fs::read_to_string(m.join("cgroup.controllers")).unwrap_or_default();
+        let mountinfo = read_proc(&proc_self.join("mountinfo"))?;
+        let self_cgroup = read_proc(&proc_self.join("cgroup"))?;
+        let read = |m: &Path| read_proc(&m.join("cgroup.controllers")).unwrap_or_default();
         Ok(Layout::parse(&mountinfo, &self_cgroup, &read))
     }
 
@@ -174,6 +142,16 @@ impl Layout {
                     .find(has)
             })
     }
+}
+
+/// Reads a proc/cgroupfs file in few read(2)s: such files report size 0, and
+/// `fs::read_to_string` would start with 32-byte reads and double (every run of isol
+/// reads these, on its start path).
+fn read_proc(path: &Path) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(16 << 10);
+    fs::File::open(path)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Parses a kernel CPU list (`0-3,8,10-11`).

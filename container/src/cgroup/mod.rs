@@ -4,7 +4,9 @@
 //! written by [`create`]. The filesystem root is whatever the [`Layout`] says, so tests
 //! run the same code against a TempDir (Firecracker's `MockCgroupFs` idea).
 //!
-//! Only controllers the spec limits get a cgroup: an unlimited run costs no cgroup work.
+//! Only controllers the spec limits get a cgroup, plus the device allow-list every run
+//! gets (`isol_sandbox::view::devices`): the v1 `devices` controller where the host has
+//! it, else a BPF_CGROUP_DEVICE program on the run's cgroup2 directory.
 
 use std::fs;
 use std::io;
@@ -15,6 +17,8 @@ use isol_common::spec::Resources;
 
 pub mod layout;
 
+pub use isol_sandbox::cgroup::Write;
+use isol_sandbox::cgroup::{w, Limits};
 pub use layout::{Controller, Hierarchy, Layout, Version};
 
 pub use isol_common::spec::CPU_PERIOD_US as CFS_PERIOD_US;
@@ -69,6 +73,18 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// Neither a v1 devices controller nor cgroup2 is mounted.
+    #[error("The device allow-list needs the v1 devices cgroup controller or cgroup2 (for a BPF_CGROUP_DEVICE program), and this host has neither mounted; mount one of them")]
+    NoDeviceCgroup,
+    /// The BPF device program could not be loaded or attached.
+    #[error("Cannot attach the device allow-list (a BPF_CGROUP_DEVICE program) to {path}; the kernel needs CONFIG_CGROUP_BPF and isol needs CAP_SYS_ADMIN")]
+    DeviceProgram {
+        /// The cgroup.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
     /// Reading the CPUs isol may use failed.
     #[error("Cannot read the CPU set from {path}")]
     ReadCpuset {
@@ -78,17 +94,6 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
-}
-
-/// One control-file write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
-    /// The control file.
-    pub path: PathBuf,
-    /// What to write.
-    pub value: String,
-    /// Skip silently if the file does not exist (memsw, swap.max).
-    pub optional: bool,
 }
 
 /// One cgroup of the run, in one hierarchy.
@@ -106,21 +111,8 @@ pub struct CgroupDir {
     pub version: Version,
     /// The hierarchy's controllers (v1 mount options).
     pub controllers: Vec<String>,
-}
-
-fn w(dir: &Path, file: &str, value: impl ToString) -> Write {
-    Write {
-        path: dir.join(file),
-        value: value.to_string(),
-        optional: false,
-    }
-}
-
-fn opt(dir: &Path, file: &str, value: impl ToString) -> Write {
-    Write {
-        optional: true,
-        ..w(dir, file, value)
-    }
+    /// Attach the BPF device program (cgroup2) once the cgroup exists.
+    pub device_program: bool,
 }
 
 /// What the cpuset hierarchy offers: the CPUs and memory nodes of isol's cgroup.
@@ -184,6 +176,25 @@ fn parent_of(h: &Hierarchy) -> PathBuf {
     }
 }
 
+/// The run's cgroup in hierarchy `h`, added to `dirs` if new; its index.
+fn dir_for(dirs: &mut Vec<CgroupDir>, h: &Hierarchy, name: &str) -> usize {
+    let parent = parent_of(h);
+    let path = parent.join(name);
+    if let Some(i) = dirs.iter().position(|d| d.path == path) {
+        return i;
+    }
+    dirs.push(CgroupDir {
+        parent,
+        path,
+        parent_writes: Vec::new(),
+        writes: Vec::new(),
+        version: h.version,
+        controllers: h.controllers.clone(),
+        device_program: false,
+    });
+    dirs.len() - 1
+}
+
 /// Computes the cgroups of a run named `name` and every file write they need.
 /// `cpuset` is what [`read_cpuset`] found (only used when `cpus` is limited).
 pub fn plan(
@@ -192,114 +203,91 @@ pub fn plan(
     name: &str,
     cpuset: &CpusetInfo,
 ) -> Result<Vec<CgroupDir>, CgroupError> {
+    let limits = limits(r, cpuset, layout.find(Controller::Cpuset).is_some())?;
     let mut dirs: Vec<CgroupDir> = Vec::new();
     for (c, limit) in needed(r) {
         let h = layout.find(c).ok_or(CgroupError::NoController {
             limit,
             controller: c.name(),
         })?;
-        let parent = parent_of(h);
-        let path = parent.join(name);
-        let idx = match dirs.iter().position(|d| d.path == path) {
-            Some(i) => i,
-            None => {
-                dirs.push(CgroupDir {
-                    parent: parent.clone(),
-                    path: path.clone(),
-                    parent_writes: Vec::new(),
-                    writes: Vec::new(),
-                    version: h.version,
-                    controllers: h.controllers.clone(),
-                });
-                dirs.len() - 1
-            }
-        };
+        let idx = dir_for(&mut dirs, h, name);
         let d = &mut dirs[idx];
+        let (parent, path) = (d.parent.clone(), d.path.clone());
         if h.version == Version::V2 {
             for dir in [&h.mountpoint, &parent] {
                 d.parent_writes
                     .push(w(dir, "cgroup.subtree_control", format!("+{}", c.name())));
             }
         }
-        limit_writes(c, h.version, r, cpuset, &parent, &path, d)?;
+        if c == Controller::Cpuset && h.version == Version::V1 {
+            // v1 cpusets start empty: the shared parent needs every CPU isol may use.
+            d.parent_writes
+                .push(w(&parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
+            d.parent_writes
+                .push(w(&parent, "cpuset.mems", &cpuset.mems));
+        }
+        d.writes.extend(isol_sandbox::cgroup::limit_writes(
+            c, h.version, &path, &limits,
+        ));
     }
+    device_policy(layout, name, &mut dirs)?;
     Ok(dirs)
 }
 
-fn limit_writes(
-    c: Controller,
-    v: Version,
-    r: &Resources,
-    cpuset: &CpusetInfo,
-    parent: &Path,
-    path: &Path,
-    d: &mut CgroupDir,
+/// The device allow-list: v1 `devices` writes (deny all, then each allowed rule), or
+/// the BPF program on the run's cgroup2 directory.
+fn device_policy(
+    layout: &Layout,
+    name: &str,
+    dirs: &mut Vec<CgroupDir>,
 ) -> Result<(), CgroupError> {
-    match (c, v) {
-        (Controller::Memory, Version::V1) => {
-            let m = r.memory.unwrap_or_default();
-            d.writes.push(w(path, "memory.limit_in_bytes", m));
-            d.writes.push(opt(path, "memory.memsw.limit_in_bytes", m));
-        }
-        (Controller::Memory, Version::V2) => {
-            d.writes
-                .push(w(path, "memory.max", r.memory.unwrap_or_default()));
-            d.writes.push(opt(path, "memory.swap.max", 0));
-        }
-        // +1: the container's init (PID 1, see `init`) lives in the cgroup too, and the
-        // limit is the workload's, as in VM mode where the guest's init is not counted.
-        (Controller::Pids, _) => d.writes.push(w(
-            path,
-            "pids.max",
-            r.pids.unwrap_or_default().saturating_add(1),
-        )),
-        (Controller::Cpu, _) => {
-            let quota = isol_common::spec::cpu_quota_us(r.cpus.unwrap_or(1.0));
-            if v == Version::V1 {
-                d.writes.push(w(path, "cpu.cfs_period_us", CFS_PERIOD_US));
-                d.writes.push(w(path, "cpu.cfs_quota_us", quota));
-            } else {
-                d.writes
-                    .push(w(path, "cpu.max", format!("{quota} {CFS_PERIOD_US}")));
-            }
-        }
-        (Controller::Cpuset, _) => cpuset_writes(v, r, cpuset, parent, path, d)?,
+    if let Some(h) = layout.find(Controller::Devices) {
+        let i = dir_for(dirs, h, name);
+        let path = dirs[i].path.clone();
+        dirs[i]
+            .writes
+            .extend(isol_sandbox::cgroup::device_writes(&path));
+        return Ok(());
     }
+    let h = layout
+        .hierarchies
+        .iter()
+        .find(|h| h.version == Version::V2)
+        .ok_or(CgroupError::NoDeviceCgroup)?;
+    let i = dir_for(dirs, h, name);
+    dirs[i].device_program = true;
     Ok(())
 }
 
-/// The CPU set: the first ceil(cpus) CPUs isol may use.
-fn cpuset_writes(
-    v: Version,
-    r: &Resources,
-    cpuset: &CpusetInfo,
-    parent: &Path,
-    path: &Path,
-    d: &mut CgroupDir,
-) -> Result<(), CgroupError> {
-    let cpus = r.cpus.unwrap_or(1.0);
-    // cpus is validated to lie in (0, 64].
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let wanted = cpus.ceil() as u32;
-    if wanted as usize > cpuset.cpus.len() {
-        return Err(CgroupError::TooManyCpus {
-            cpus,
-            wanted,
-            available: cpuset.cpus.len(),
-        });
+/// The spec's limits in kernel units. +1 process: the container's init (PID 1, see
+/// `init`) lives in the cgroup too, and the limit is the workload's, as in VM mode
+/// where the guest's init is not counted. The CPU set: the first ceil(cpus) CPUs isol
+/// may use.
+fn limits(r: &Resources, cpuset: &CpusetInfo, has_cpuset: bool) -> Result<Limits, CgroupError> {
+    let mut l = Limits {
+        memory: r.memory,
+        pids: r.pids.map(|p| p.saturating_add(1)),
+        cpu_max: r
+            .cpus
+            .map(|c| (isol_common::spec::cpu_quota_us(c), CFS_PERIOD_US)),
+        cpuset: None,
+    };
+    // Without a cpuset hierarchy, plan() reports the missing controller.
+    if let Some(cpus) = r.cpus.filter(|_| has_cpuset) {
+        // cpus is validated to lie in (0, 64].
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let wanted = cpus.ceil() as u32;
+        if wanted as usize > cpuset.cpus.len() {
+            return Err(CgroupError::TooManyCpus {
+                cpus,
+                wanted,
+                available: cpuset.cpus.len(),
+            });
+        }
+        let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
+        l.cpuset = Some((chosen, cpuset.mems.clone()));
     }
-    let chosen = cpu_list(&cpuset.cpus[..wanted as usize]);
-    if v == Version::V1 {
-        // v1 cpusets start empty and refuse tasks until both files are set.
-        d.parent_writes
-            .push(w(parent, "cpuset.cpus", cpu_list(&cpuset.cpus)));
-        d.parent_writes.push(w(parent, "cpuset.mems", &cpuset.mems));
-        d.writes.push(w(path, "cpuset.cpus", chosen));
-        d.writes.push(w(path, "cpuset.mems", &cpuset.mems));
-    } else {
-        d.writes.push(w(path, "cpuset.cpus", chosen));
-    }
-    Ok(())
+    Ok(l)
 }
 
 /// The cgroups of a run, created. Removed by [`Cgroups::remove`] (also on drop).
@@ -309,14 +297,11 @@ pub struct Cgroups {
 }
 
 fn write_file(wr: &Write) -> Result<(), CgroupError> {
-    match fs::write(&wr.path, &wr.value) {
-        Err(e) if wr.optional && e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r.map_err(|source| CgroupError::Write {
-            path: wr.path.clone(),
-            value: wr.value.clone(),
-            source,
-        }),
-    }
+    isol_sandbox::cgroup::write(wr).map_err(|source| CgroupError::Write {
+        path: wr.path.clone(),
+        value: wr.value.clone(),
+        source,
+    })
 }
 
 fn mkdir(path: &Path) -> io::Result<()> {
@@ -345,7 +330,16 @@ fn create_one(d: &CgroupDir) -> Result<(), CgroupError> {
             }
         }
     }
-    d.writes.iter().try_for_each(write_file)
+    d.writes.iter().try_for_each(write_file)?;
+    if d.device_program {
+        isol_sandbox::view::devices::attach_program(&d.path).map_err(|source| {
+            CgroupError::DeviceProgram {
+                path: d.path.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Creates every cgroup of the plan; on failure removes what it made.

@@ -25,7 +25,7 @@ impl FakeCgroupFs {
 
     fn hybrid(&self) -> Layout {
         let mut mi = String::new();
-        for (i, c) in ["cpu", "cpuacct", "cpuset", "memory", "pids"]
+        for (i, c) in ["cpu", "cpuacct", "cpuset", "memory", "pids", "devices"]
             .iter()
             .enumerate()
         {
@@ -66,7 +66,7 @@ fn limits(memory: Option<u64>, pids: Option<u64>, cpus: Option<f64>) -> Resource
 }
 
 #[test]
-fn test_plan_no_limits_no_cgroups() {
+fn test_plan_no_limits_only_the_device_cgroup() {
     let fs_ = FakeCgroupFs::new();
     let dirs = plan(
         &fs_.hybrid(),
@@ -75,7 +75,39 @@ fn test_plan_no_limits_no_cgroups() {
         &CpusetInfo::default(),
     )
     .unwrap();
-    assert!(dirs.is_empty());
+    assert_eq!(dirs.len(), 1, "{dirs:#?}");
+    let d = &dirs[0];
+    assert_eq!(d.path, fs_.root().join("devices/isol/isol-1-a"));
+    assert!(!d.device_program);
+    assert_eq!(d.writes[0].path, d.path.join("devices.deny"));
+    assert_eq!(d.writes[0].value, "a", "deny everything first");
+    let allowed: Vec<&str> = d.writes[1..].iter().map(|w| w.value.as_str()).collect();
+    assert_eq!(allowed, isol_sandbox::view::devices::v1_rules());
+    assert!(d.writes[1..]
+        .iter()
+        .all(|w| w.path == d.path.join("devices.allow")));
+    // Pure cgroup2: a cgroup with the BPF program and no controller writes.
+    let dirs = plan(
+        &fs_.v2(),
+        &Resources::default(),
+        "isol-1-b",
+        &CpusetInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(dirs.len(), 1);
+    assert!(dirs[0].device_program && dirs[0].writes.is_empty());
+}
+
+#[test]
+fn test_plan_without_any_device_cgroup_is_a_clear_error() {
+    let e = plan(
+        &Layout::default(),
+        &Resources::default(),
+        "x",
+        &CpusetInfo::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, CgroupError::NoDeviceCgroup), "{e}");
 }
 
 #[test]
@@ -86,16 +118,17 @@ fn test_create_hybrid_v1_writes_limits_in_own_hierarchies() {
     assert_eq!(cpuset.cpus, [0, 1, 2, 3]);
     let r = limits(Some(64 << 20), Some(10), Some(1.5));
     let p = plan(&layout, &r, "isol-1-a", &cpuset).unwrap();
-    assert_eq!(p.len(), 4, "{p:#?}");
+    assert_eq!(p.len(), 5, "{p:#?}");
     let cg = create(p).unwrap();
     assert_eq!(
         fs_.read("memory/api/isol/isol-1-a/memory.limit_in_bytes"),
         "67108864"
     );
-    assert_eq!(
-        fs_.read("memory/api/isol/isol-1-a/memory.memsw.limit_in_bytes"),
-        "67108864"
-    );
+    // Optional: the fake has no swap accounting file, so it is skipped, not created.
+    assert!(!fs_
+        .root()
+        .join("memory/api/isol/isol-1-a/memory.memsw.limit_in_bytes")
+        .exists());
     assert_eq!(fs_.read("pids/isol/isol-1-a/pids.max"), "11");
     assert_eq!(fs_.read("cpu/isol/isol-1-a/cpu.cfs_period_us"), "100000");
     assert_eq!(fs_.read("cpu/isol/isol-1-a/cpu.cfs_quota_us"), "150000");
@@ -104,7 +137,8 @@ fn test_create_hybrid_v1_writes_limits_in_own_hierarchies() {
     assert_eq!(fs_.read("cpuset/isol/isol-1-a/cpuset.cpus"), "0,1");
     assert_eq!(fs_.read("cpuset/isol/isol-1-a/cpuset.mems"), "0");
     cg.attach(4242).unwrap();
-    for c in ["memory/api", "pids", "cpu", "cpuset"] {
+    assert_eq!(fs_.read("devices/isol/isol-1-a/devices.deny"), "a");
+    for c in ["memory/api", "pids", "cpu", "cpuset", "devices"] {
         assert_eq!(fs_.read(&format!("{c}/isol/isol-1-a/cgroup.procs")), "4242");
     }
     assert!(!fs_.root().join("unified/isol").exists());
@@ -117,8 +151,14 @@ fn test_create_pure_v2_single_cgroup_with_subtree_control() {
     let layout = fs_.v2();
     let cpuset = read_cpuset(layout.find(Controller::Cpuset).unwrap()).unwrap();
     let r = limits(Some(32 << 20), Some(5), Some(0.5));
-    let p = plan(&layout, &r, "isol-2-b", &cpuset).unwrap();
+    let mut p = plan(&layout, &r, "isol-2-b", &cpuset).unwrap();
     assert_eq!(p.len(), 1, "one cgroup2 directory for every controller");
+    assert!(
+        p[0].device_program,
+        "cgroup2: the device allow-list is a BPF program"
+    );
+    // A TempDir is no cgroup to attach a program to (tests/cgroup2_lab.rs does it).
+    p[0].device_program = false;
     let cg = create(p).unwrap();
     assert_eq!(fs_.read("unified/isol/isol-2-b/memory.max"), "33554432");
     assert_eq!(fs_.read("unified/isol/isol-2-b/pids.max"), "6");

@@ -3,15 +3,15 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use super::{CapSets, Syscall};
+use super::{CapSets, Kind, Syscall};
 
 /// What the fake kernel finds at a path, for mount(2) answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub enum FileKind {
     Other,
     /// Nothing: mounting on it gets ENOENT.
     Missing,
+    /// A symlink: opening it in a root gives the link itself (or ELOOP when symlinks
+    /// are refused).
+    Symlink,
 }
 
 /// Records calls instead of making them.
@@ -33,6 +36,8 @@ pub struct FakeSyscall {
     pub kinds: BTreeMap<PathBuf, FileKind>,
     /// A call whose log line starts with this fails with EPERM.
     pub fail_on: Option<String>,
+    /// What each fd handed out by the `*_at`/`open_*` calls names (for the log).
+    pub fds: RefCell<BTreeMap<i32, PathBuf>>,
 }
 
 impl FakeSyscall {
@@ -49,6 +54,29 @@ impl FakeSyscall {
     /// The log, for assertions.
     pub fn log(&self) -> Vec<String> {
         self.calls.borrow().clone()
+    }
+
+    /// The log without the `open` lines (lookups), for assertions on what was changed.
+    pub fn changes(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|l| !l.starts_with("open"))
+            .collect()
+    }
+
+    /// The path an fd from this fake names.
+    pub fn name(&self, fd: &OwnedFd) -> PathBuf {
+        self.fds
+            .borrow()
+            .get(&fd.as_raw_fd())
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("?"))
+    }
+
+    fn new_fd(&self, name: PathBuf) -> nix::Result<OwnedFd> {
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null").map_err(|_| Errno::EIO)?);
+        self.fds.borrow_mut().insert(fd.as_raw_fd(), name);
+        Ok(fd)
     }
 }
 
@@ -191,5 +219,77 @@ impl Syscall for FakeSyscall {
     }
     fn close_range(&self, first: u32, last: u32) -> nix::Result<()> {
         self.record(format!("close_range {first} {last}"))
+    }
+
+    fn open_dir(&self, path: &Path) -> nix::Result<OwnedFd> {
+        self.record(format!("open_dir {}", path.display()))?;
+        self.new_fd(path.to_path_buf())
+    }
+
+    fn open_in_root(&self, root: &OwnedFd, path: &Path, no_symlinks: bool) -> nix::Result<OwnedFd> {
+        let full = self.name(root).join(path.strip_prefix("/").unwrap_or(path));
+        self.record(format!("open {}", full.display()))?;
+        for a in full.ancestors() {
+            match self.kinds.get(a) {
+                Some(FileKind::Missing) => return Err(Errno::ENOENT),
+                Some(FileKind::Symlink) if no_symlinks => return Err(Errno::ELOOP),
+                Some(FileKind::Other) if a != full => return Err(Errno::ENOTDIR),
+                _ => {}
+            }
+        }
+        self.new_fd(full)
+    }
+
+    fn kind_of(&self, fd: &OwnedFd) -> nix::Result<Kind> {
+        Ok(match self.kinds.get(&self.name(fd)) {
+            Some(FileKind::Other) => Kind::Other,
+            Some(FileKind::Symlink) => Kind::Symlink,
+            _ => Kind::Dir,
+        })
+    }
+
+    fn mount_on(
+        &self,
+        source: Option<&Path>,
+        target: &OwnedFd,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        self.record(format!(
+            "mount {} {} {} {:?} {}",
+            source.map_or("-".into(), |s| s.display().to_string()),
+            self.name(target).display(),
+            fstype.unwrap_or("-"),
+            flags,
+            data.unwrap_or("-")
+        ))
+    }
+
+    fn bind_on(&self, source: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
+        self.record(format!(
+            "bind {} {}",
+            self.name(source).display(),
+            self.name(target).display()
+        ))
+    }
+
+    fn attach_on(&self, _tree: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
+        self.record(format!("attach {}", self.name(target).display()))
+    }
+
+    fn mkdir_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> nix::Result<()> {
+        let p = self.name(dir).join(name);
+        self.record(format!("mkdir {} {mode:o}", p.display()))
+    }
+
+    fn create_file_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> nix::Result<()> {
+        let p = self.name(dir).join(name);
+        self.record(format!("create {} {mode:o}", p.display()))
+    }
+
+    fn symlink_at(&self, target: &Path, dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
+        let p = self.name(dir).join(name);
+        self.record(format!("symlink {} -> {}", p.display(), target.display()))
     }
 }

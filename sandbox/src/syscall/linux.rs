@@ -13,7 +13,7 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
-use super::{CapSets, Syscall};
+use super::{CapSets, Kind, Syscall};
 
 /// The host kernel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +56,27 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// `/proc/self/fd/N`: the path through which a mount(2) reaches exactly the file an fd
+/// refers to (runc's approach; the magic link is followed by the kernel, not by a walk).
+fn fd_path(fd: &OwnedFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn cstr(p: &std::ffi::OsStr) -> nix::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_encoded_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn owned(rc: libc::c_long) -> nix::Result<OwnedFd> {
+    let fd = Errno::result(rc)?;
+    // An fd always fits in i32.
+    #[allow(clippy::cast_possible_truncation)]
+    let fd = fd as i32;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 fn lo_request() -> IfreqFlags {
     let mut name = [0u8; libc::IFNAMSIZ];
@@ -257,6 +278,97 @@ impl Syscall for LinuxSyscall {
         Errno::result(rc).map(drop)
     }
 
+    fn open_dir(&self, path: &Path) -> nix::Result<OwnedFd> {
+        let c = cstr(path.as_os_str())?;
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        // SAFETY: `c` is a live NUL-terminated path; open only reads it.
+        let rc = unsafe { libc::open(c.as_ptr(), flags) };
+        owned(libc::c_long::from(rc))
+    }
+
+    fn open_in_root(&self, root: &OwnedFd, path: &Path, no_symlinks: bool) -> nix::Result<OwnedFd> {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let c = cstr(rel.as_os_str())?;
+        let mut resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        if no_symlinks {
+            resolve |= libc::RESOLVE_NO_SYMLINKS;
+        }
+        // SAFETY: open_how is plain data; all zeroes is valid.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        // The flags are positive bits.
+        #[allow(clippy::cast_sign_loss)]
+        {
+            how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+        }
+        how.resolve = resolve;
+        // SAFETY: `c` and `how` are live for the call, which only reads them and returns
+        // a new fd.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        owned(rc)
+    }
+
+    fn kind_of(&self, fd: &OwnedFd) -> nix::Result<Kind> {
+        let st = nix::sys::stat::fstat(fd)?;
+        Ok(match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        })
+    }
+
+    fn mount_on(
+        &self,
+        source: Option<&Path>,
+        target: &OwnedFd,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        nix::mount::mount(source, &fd_path(target), fstype, flags, data)
+    }
+
+    fn bind_on(&self, source: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let src = fd_path(source);
+        nix::mount::mount(
+            Some(&src),
+            &fd_path(target),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+    }
+
+    fn attach_on(&self, tree: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
+        let empty = c"";
+        // SAFETY: both fds are live (a detached tree and an O_PATH target); the empty
+        // strings are live and NUL-terminated; move_mount only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_MOVE_MOUNT,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                target.as_raw_fd(),
+                empty.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map(drop)
+    }
+
     fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> nix::Result<()> {
         let new = libc::rlimit64 {
             rlim_cur: soft,
@@ -366,6 +478,25 @@ impl Syscall for LinuxSyscall {
         // (the jail closes what it inherited and will never use).
         let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
         Errno::result(rc).map(drop)
+    }
+
+    fn mkdir_at(&self, dir: &OwnedFd, name: &std::ffi::OsStr, mode: u32) -> nix::Result<()> {
+        match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(mode)) {
+            Err(Errno::EEXIST) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn create_file_at(&self, dir: &OwnedFd, name: &std::ffi::OsStr, mode: u32) -> nix::Result<()> {
+        let flags = nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(mode)).map(drop)
+    }
+
+    fn symlink_at(&self, target: &Path, dir: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<()> {
+        nix::unistd::symlinkat(target, dir, name)
     }
 }
 

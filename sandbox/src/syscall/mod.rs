@@ -3,7 +3,7 @@
 //! fake ([`fake::FakeSyscall`]) while the real thing ([`linux::LinuxSyscall`]) is a thin
 //! layer that does no thinking of its own (youki's `Syscall`, but injected).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -97,6 +97,50 @@ pub trait Syscall {
     fn create_file(&self, path: &Path, mode: u32) -> nix::Result<()>;
     /// close_range(2) of `first..=last` (fds opened before a jail that it must not keep).
     fn close_range(&self, first: u32, last: u32) -> nix::Result<()>;
+
+    // Mount targets resolved inside a root (the view, `crate::view`): every path below
+    // is looked up from a directory fd, never from the caller's root.
+
+    /// open(2) of a directory with O_PATH|O_DIRECTORY|O_CLOEXEC (the view's root).
+    fn open_dir(&self, path: &Path) -> nix::Result<OwnedFd>;
+    /// openat2(2) of `path` under `root` with O_PATH|O_NOFOLLOW|O_CLOEXEC and
+    /// RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS (plus RESOLVE_NO_SYMLINKS with
+    /// `no_symlinks`): absolute symlinks and `..` stay inside `root`; a final symlink is
+    /// opened itself, not followed.
+    fn open_in_root(&self, root: &OwnedFd, path: &Path, no_symlinks: bool) -> nix::Result<OwnedFd>;
+    /// fstat(2) of an O_PATH fd: what it is.
+    fn kind_of(&self, fd: &OwnedFd) -> nix::Result<Kind>;
+    /// mount(2) onto the file `target` refers to (through /proc/self/fd/N), so the target
+    /// is exactly what [`Syscall::open_in_root`] resolved. A bind's `source` is a path.
+    fn mount_on(
+        &self,
+        source: Option<&Path>,
+        target: &OwnedFd,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()>;
+    /// A bind mount of the file `source` refers to onto `target` (both fds, recursive).
+    fn bind_on(&self, source: &OwnedFd, target: &OwnedFd) -> nix::Result<()>;
+    /// move_mount(2) of a detached tree (from [`Syscall::open_path`]) onto `target`.
+    fn attach_on(&self, tree: &OwnedFd, target: &OwnedFd) -> nix::Result<()>;
+    /// mkdirat(2) of `name` in `dir`; an existing entry is not an error.
+    fn mkdir_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> nix::Result<()>;
+    /// Creates an empty regular file `name` in `dir` (a device node's bind target).
+    fn create_file_at(&self, dir: &OwnedFd, name: &OsStr, mode: u32) -> nix::Result<()>;
+    /// symlinkat(2): `name` in `dir` points to `target`.
+    fn symlink_at(&self, target: &Path, dir: &OwnedFd, name: &OsStr) -> nix::Result<()>;
+}
+
+/// What an fd refers to ([`Syscall::kind_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A symbolic link (opened with O_NOFOLLOW).
+    Symlink,
+    /// Anything else (file, device, socket...).
+    Other,
 }
 
 /// The capability sets capset(2) sets (bit per capability).
