@@ -266,7 +266,7 @@ fn rootfs_copy(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("parity-rootfs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let src = isol_default_rootfs();
+    let src = support::default_rootfs();
     let st = std::process::Command::new("cp")
         .arg("-a")
         .arg(&src)
@@ -281,26 +281,6 @@ fn rootfs_copy(name: &str) -> PathBuf {
     );
     dir
 }
-
-fn isol_default_rootfs() -> PathBuf {
-    // Running any workload builds the default rootfs; `isol kernel` does not, so ask run.
-    let o = run_isol(Mode::Container, &["--", "true"], b"");
-    assert_code(&o, 0);
-    let cache = std::env::var_os("ISOL_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/isol")
-        });
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("rootfs"))
-        .expect("the rootfs cache exists after a run")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join(".complete").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("the default rootfs exists after a run")
-}
-
 /// Every path with its type, mode, size and content hash (or link target).
 fn tree_digest(root: &Path) -> Vec<String> {
     let out = std::process::Command::new("sh")

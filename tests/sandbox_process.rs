@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use support::{assert_code, isol_bin, require_root, run_isol, stderr, stdout, Mode};
+use support::{
+    assert_code, default_rootfs, isol_bin, require_root, run_isol, run_ok, stderr, stdout, Mode,
+};
 
 /// `probe tiocsti`: pushes "x" into the input of the terminal on fd 0 (TIOCSTI).
 /// `probe key`: reads the user key "isol-probe-key" from the session keyring.
@@ -74,36 +76,6 @@ fn scratch() -> PathBuf {
     std::fs::create_dir_all(&d).expect("create target/tmp/sandbox_process");
     d
 }
-
-fn default_rootfs() -> PathBuf {
-    // Running any workload builds the default rootfs.
-    assert_code(&run_isol(Mode::Container, &["--", "true"], b""), 0);
-    let cache = std::env::var_os("ISOL_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/isol")
-        });
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("rootfs"))
-        .expect("the rootfs cache exists after a run")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join(".complete").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("the default rootfs exists after a run")
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A copy of the default rootfs with the probe at /bin/probe (built once per run).
 fn probe_rootfs() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();

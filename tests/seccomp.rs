@@ -11,7 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use support::{assert_code, run_isol, stderr, stdout, Mode};
+use support::{assert_code, default_rootfs, run_isol, run_ok, stderr, stdout, Mode};
 
 /// Makes each raw syscall and prints `name errno` (`ok` on success), one per line.
 const PROBE_C: &str = r#"
@@ -78,36 +78,6 @@ fn write_profile(name: &str, text: &str) -> String {
     std::fs::write(&p, text).expect("write the profile");
     p.to_str().expect("UTF-8 path").to_string()
 }
-
-fn default_rootfs() -> PathBuf {
-    // Running any workload builds the default rootfs.
-    assert_code(&run_isol(Mode::Container, &["--", "true"], b""), 0);
-    let cache = std::env::var_os("ISOL_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/isol")
-        });
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("rootfs"))
-        .expect("the rootfs cache exists after a run")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join(".complete").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("the default rootfs exists after a run")
-}
-
-fn run_ok(cmd: &mut std::process::Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A copy of the default rootfs with the probe at /bin/scprobe (built once per run).
 fn probe_rootfs() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();

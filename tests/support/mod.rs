@@ -377,3 +377,34 @@ macro_rules! in_both_modes {
         }
     };
 }
+
+/// The default rootfs isol built (running any workload builds it): the newest complete
+/// directory in the rootfs cache.
+pub fn default_rootfs() -> PathBuf {
+    assert_code(&run_isol(Mode::Container, &["--", "true"], b""), 0);
+    let cache = std::env::var_os("ISOL_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/isol")
+        });
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("rootfs"))
+        .expect("the rootfs cache exists after a run")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(".complete").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("the default rootfs exists after a run")
+}
+
+/// Runs a helper command (a compiler, a copy) that must succeed.
+pub fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
