@@ -61,10 +61,7 @@ fn tiny(kernel: &Path, rd: &Path, env: &[(&str, &str)], args: &[&str]) -> Comman
     require_root();
     kvm_kind(); // fails loudly without /dev/kvm
     let mut cmd = Command::new(support::isol_bin());
-    // KNOWN BUG (open, issue 10): the jailed VMM does not end a run whose stdout reader
-    // stalls (--timeout and SIGTERM are not honoured; reproduced 2026-12-03 with a FIFO
-    // nobody reads). These tests pin the unjailed VMM's behaviour until it is fixed.
-    cmd.args(["run", "--mode", "vm", "--vmm-jail", "off", "--kernel"])
+    cmd.args(["run", "--mode", "vm", "--kernel"])
         .arg(kernel)
         .args(args)
         .args(["--", "true"]);

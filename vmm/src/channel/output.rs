@@ -123,20 +123,19 @@ impl Output {
     /// dies with the process). Returns whether everything was written.
     pub fn finish(mut self, limit: Option<Duration>, give_up: &dyn Fn() -> bool) -> bool {
         let shared = &self.queue.shared;
-        let mut q = shared.lock();
-        let done = loop {
+        let (done, mut q) = loop {
+            // Asked with the queue unlocked: `give_up` may look at the queue itself
+            // (`signaled_since`), and std's mutex is not reentrant.
+            let quit = give_up();
+            let q = shared.lock();
             if q.chunks.is_empty() && !q.writing {
-                break true;
+                break (true, q);
             }
             let stalled = limit.is_some_and(|l| q.progress.elapsed() >= l);
-            if stalled || q.stalled_after_signal() || give_up() {
-                break false;
+            if quit || stalled || q.stalled_after_signal() {
+                break (false, q);
             }
-            q = shared
-                .cond
-                .wait_timeout(q, WAIT_SLICE)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            drop(shared.cond.wait_timeout(q, WAIT_SLICE));
         };
         q.dropped += q.bytes as u64;
         q.chunks.clear();
@@ -186,24 +185,23 @@ impl OutputQueue {
             return true;
         }
         let shared = &self.shared;
-        let mut q = shared.lock();
-        loop {
+        let mut quit = false;
+        let mut q = loop {
+            let mut q = shared.lock();
             if q.closed {
                 return false;
             }
             if q.bytes == 0 || q.bytes + data.len() <= QUEUE_BYTES {
-                break;
+                break q;
             }
-            if q.stalled_after_signal() || give_up() {
+            if quit || q.stalled_after_signal() {
                 q.dropped += data.len() as u64;
                 return false;
             }
-            q = shared
-                .cond
-                .wait_timeout(q, WAIT_SLICE)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+            drop(shared.cond.wait_timeout(q, WAIT_SLICE));
+            // Unlocked, as in `Output::finish`.
+            quit = give_up();
+        };
         q.bytes += data.len();
         q.chunks.push_back((stream, data.to_vec()));
         drop(q);
@@ -377,6 +375,35 @@ mod tests {
         // Nor does the final drain wait for the stuck writer (the run ending after the
         // workload took the signal): it would wait forever before.
         assert!(!o.finish(None, &|| false));
+    }
+
+    #[test]
+    fn test_output_finish_may_ask_the_queue_whether_to_give_up() {
+        // The VM backend's `give_up` is `signaled_since`, which locks the queue: with a
+        // writer stuck in write(2) and fresh progress, finish() deadlocked on itself.
+        let gate = Gate::default();
+        let o = Output::spawn(
+            OutputQueue::new(),
+            Box::new(gate.clone()),
+            Box::new(open_gate()),
+        )
+        .unwrap();
+        let q = o.queue();
+        while q.pending() + 4096 <= QUEUE_BYTES {
+            assert!(q.push(Stream::Stdout, &[1; 4096], &|| false));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q2 = q.clone();
+        std::thread::spawn(move || {
+            // push() on a full queue asks the same way.
+            let full = q2.push(Stream::Stdout, &[2; 4096], &|| q2.pending() > 0);
+            let start = Instant::now();
+            let asked = || q2.signaled_since(start);
+            let _ = tx.send((full, o.finish(Some(Duration::from_millis(300)), &asked)));
+        });
+        // A watchdog, not a timing assertion: a deadlock never answers.
+        let done = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(done, Ok((false, false)), "push() or finish() deadlocked");
     }
 
     #[test]
