@@ -129,7 +129,10 @@ fn gone(pid: u32) -> bool {
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         let state = field(&read(format!("/proc/{pid}/status")), "State");
-        if state.is_empty() || state.starts_with('Z') {
+        // A zombie leader is gone once its other threads (vCPUs tearing the VM down,
+        // still in the VMM's cgroup) have exited too.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+        if state.is_empty() || (state.starts_with('Z') && threads <= 1) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -322,9 +325,15 @@ v=$(cat /proc/$p/task/$p/children | cut -d' ' -f1); [ -n "$v" ] || v=$p
 echo "VMM $v ISOL $p"
 echo "ROOT $(ls /proc/$v/root | tr '\n' ' ')"
 echo "SHARES $(ls /proc/$v/root/shares | tr '\n' ' ')"
+echo "VMM-SEES $(ls -A /proc/$v/root/shares/0 /proc/$v/root/shares/1 | grep -v '^/proc' | grep . | wc -l)"
 echo "PIDS $(ls /proc/$v/root/proc | grep -E '^[0-9]+$' | tr '\n' ' ')"
 for n in mnt pid ipc uts net; do [ "$(readlink /proc/$v/ns/$n)" != "$(readlink /proc/self/ns/$n)" ] && echo "OWNNS $n"; done
 grep -E '^(Uid|Cap|NoNewPrivs|NSpid)' /proc/$v/status
+f=$(cat /proc/$v/task/$v/children | cut -d' ' -f1)
+echo "FS $f"
+[ -n "$f" ] && grep -E '^(Uid|Cap|NoNewPrivs|NSpid|Seccomp)' /proc/$f/status | sed 's/^/FS-/'
+[ -n "$f" ] && echo "FS-SEES $(ls /proc/$f/root/shares/1 | tr '\n' ' ')"
+[ -n "$f" ] && echo "FS-FDS $(ls -l /proc/$f/fd | grep -c -E 'kvm|anon_inode')"
 echo "FILE $(stat -c '%u:%g' "$d/vol/f")"
 name=$(sed -n 's|.*/isol-vmm/||p' /proc/$v/cgroup | head -1); echo "NAME $name"
 grep -H '^Seccomp:' /proc/$v/task/*/status
@@ -369,25 +378,46 @@ fn test_vm_vmm_runs_jailed_and_nothing_survives_a_killed_isol() {
         "{ctx}"
     );
     assert_eq!(line(&text, "SHARES "), "0 1", "{ctx}");
-    assert_eq!(line(&text, "PIDS "), "1", "sees no host process: {ctx}");
+    // The shares are the file server's: unmounted from the VMM's own mount namespace.
+    assert_eq!(line(&text, "VMM-SEES "), "0", "{ctx}");
+    // Itself and its file server, no host process.
+    assert_eq!(line(&text, "PIDS "), "1 2", "sees no host process: {ctx}");
     let own: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("OWNNS "))
         .collect();
     assert_eq!(own, ["mnt", "pid", "ipc", "uts", "net"], "{ctx}");
-    // Serving shares keeps CHOWN, DAC_OVERRIDE and FOWNER, nothing else, in every set.
-    for cap in ["CapPrm:", "CapEff:", "CapBnd:"] {
+    // The VMM holds no capability at all, in any set.
+    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(line(&text, cap), "0000000000000000", "{cap} {ctx}");
+    }
+    assert_eq!(line(&text, "NoNewPrivs:"), "1", "{ctx}");
+    let uid_of = |key: &str| -> u64 {
+        let uids: Vec<u64> = line(&text, key)
+            .split_whitespace()
+            .map(|u| u.parse().unwrap())
+            .collect();
+        assert!(uids.iter().all(|&u| u == uids[0]), "{key} {ctx}");
+        uids[0]
+    };
+    let uid = uid_of("Uid:");
+    assert!(uid >= JAIL_ID_BASE, "unprivileged uid: {ctx}");
+    // Its file server: serving shares keeps CHOWN, DAC_OVERRIDE and FOWNER, nothing
+    // else, under another unprivileged uid, its own seccomp filter, no KVM fd.
+    assert!(
+        !line(&text, "FS ").is_empty(),
+        "a file server process: {ctx}"
+    );
+    for cap in ["FS-CapPrm:", "FS-CapEff:", "FS-CapBnd:"] {
         assert_eq!(line(&text, cap), "000000000000000b", "{cap} {ctx}");
     }
-    assert_eq!(line(&text, "CapAmb:"), "0000000000000000", "{ctx}");
-    assert_eq!(line(&text, "NoNewPrivs:"), "1", "{ctx}");
-    let uid: u64 = line(&text, "Uid:")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(uid >= JAIL_ID_BASE, "unprivileged uid: {ctx}");
+    assert_eq!(line(&text, "FS-CapAmb:"), "0000000000000000", "{ctx}");
+    assert_eq!(line(&text, "FS-NoNewPrivs:"), "1", "{ctx}");
+    assert_eq!(line(&text, "FS-Seccomp:"), "2", "{ctx}");
+    let fs_uid = uid_of("FS-Uid:");
+    assert!(fs_uid >= JAIL_ID_BASE && fs_uid != uid, "{ctx}");
+    assert_eq!(line(&text, "FS-SEES "), "f", "{ctx}");
+    assert_eq!(line(&text, "FS-FDS "), "0", "no KVM or guest fd: {ctx}");
     assert!(
         line(&text, "NSpid:").ends_with("\t1"),
         "pid 1 of its own: {ctx}"

@@ -39,6 +39,7 @@ use isol_common::{Backend, Prepared, WorkloadExit, WorkloadSpec};
 use crate::channel::host::{spawn_signal_forwarder, spawn_stdin_pump, spawn_watchdog, Deadlines};
 use crate::channel::protocol::{CHANNEL_BASE, CHANNEL_LEN};
 use crate::channel::{Channel, ChannelDevice, Outcome, Output};
+use crate::devices::virtio::RequestHandler;
 use crate::initramfs::{write_initramfs, Contents};
 use crate::jail::cgroup::VmmCgroup;
 use crate::jail::{Jailed, VmmJail};
@@ -156,17 +157,15 @@ struct Parts {
     workload_timeout: Option<Duration>,
 }
 
-/// Builds the machine from `parts` with the shares opened at `served`. `lock_down` runs
+/// Builds the machine from `parts` with the shares' 9P servers. `lock_down` runs
 /// once the machine is set up and before any of its threads exists (the jail drops its
 /// privileges there).
 fn build(
-    spec: &WorkloadSpec,
     parts: Parts,
-    served: &dyn Fn(usize, &Path) -> PathBuf,
+    shares: Vec<setup::Share<Box<dyn RequestHandler>>>,
     lock_down: &dyn Fn() -> Result<(), VmError>,
 ) -> Result<LocalVm, VmError> {
-    let rootfs = spec.rootfs.as_deref().ok_or(VmError::NoRootfs)?;
-    let (shares, shares_cmdline) = setup::p9_devices(spec, rootfs, served)?;
+    let (shares, shares_cmdline) = setup::p9_devices(shares);
     let console = ConsoleLog::new(parts.log, false);
     let cfg = MachineConfig {
         kernel: parts.kernel,
@@ -214,7 +213,7 @@ impl Backend for VmBackend {
         // Checked here (and the shares opened once) so that errors name host paths
         // before any VMM process exists; the jailed VMM opens them again in its jail.
         let host = |_: usize, h: &Path| h.to_path_buf();
-        drop(setup::p9_devices(spec, rootfs, &host)?);
+        drop(setup::p9_servers(spec, rootfs, &host)?);
         setup::raise_fd_limit();
         let kernel = resolve_kernel(self.opts.kernel.as_deref()).map_err(VmError::Kernel)?;
         let init = setup::find_guest_init()?;
@@ -258,7 +257,8 @@ impl Backend for VmBackend {
         let (command, boot_timeout) = (parts.command.clone(), parts.boot_timeout);
         let (vm, cgroup) = match self.opts.jail {
             VmmJail::Off => {
-                let local = build(spec, parts, &host, &|| Ok(()))?;
+                let shares = setup::local(setup::p9_servers(spec, rootfs, &host)?);
+                let local = build(parts, shares, &|| Ok(()))?;
                 (Vm::Local(Box::new(local)), None)
             }
             VmmJail::On => {

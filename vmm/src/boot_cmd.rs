@@ -137,7 +137,7 @@ fn boot_jailed(cfg: &BootConfig, log: Option<std::fs::File>) -> Result<i32, Boot
         c.initrd = c.initrd.map(|_| PathBuf::from(jail::INITRD));
         c.allow_pvm = true; // checked above, with the host's files in view
         let mut lock_down = || {
-            jail::drop_privileges(false).map_err(BootError::Jail)?;
+            jail::drop_privileges(link.isol_pid).map_err(BootError::Jail)?;
             link.send(&Message::Ready);
             match link.wait_go() {
                 true => Ok(()),

@@ -15,34 +15,42 @@
 //! - **Cgroup.** isol moves the VMM into its own cgroup ([`cgroup`]) before the guest
 //!   runs: memory capped at guest RAM plus [`cgroup::VMM_OVERHEAD`], and a pids limit.
 //! - **Privileges** ([`drop_privileges`], after the machine is set up and before any of
-//!   its threads exists): a per-run unprivileged uid/gid ([`jail_id`]), no supplementary
-//!   groups, no_new_privs, and capabilities reduced to what serving the shares needs.
-//!   /dev/kvm, the kernel and the initramfs are opened and the guest memory mapped before
-//!   the drop, while the VMM is still root inside its jail, so no host file needs to be
-//!   made accessible to the jail's uid.
+//!   its threads exists): a per-run unprivileged uid/gid ([`jail_id`] of isol's pid), no
+//!   supplementary groups, no_new_privs, and no capability at all. /dev/kvm, the kernel
+//!   and the initramfs are opened and the guest memory mapped before the drop, while the
+//!   VMM is still root inside its jail, so no host file needs to be made accessible to
+//!   the jail's uid.
+//! - **Shares** ([`files`]): the 9P servers run in a file-server process of their own,
+//!   forked by the VMM inside the jail before the machine exists (no KVM fd, no guest
+//!   memory). The VMM forwards each 9P request to it over a socket and then unmounts the
+//!   shares from a mount namespace of its own: a guest that takes over the VMM through a
+//!   device-emulation bug finds no share, no capability and a seccomp filter.
 //!
-//! **Why the 9P server keeps three capabilities.** It serves trees owned by root and by
+//! **Why the file server keeps three capabilities.** It serves trees owned by root and by
 //! any other uid, creates files in volumes and chowns them to the guest's uid/gid, and
 //! sets modes and times the guest asks for on files it does not own. That needs
 //! `CAP_CHOWN`, `CAP_DAC_OVERRIDE` and `CAP_FOWNER` in the permitted, effective and
 //! bounding sets ([`SHARE_CAPS`]); everything else goes (`CAP_SYS_ADMIN`,
 //! `CAP_DAC_READ_SEARCH` and its `open_by_handle_at`, `CAP_MKNOD`, `CAP_FSETID`, ...).
 //! The alternatives were weighed: a user namespace with an identity mapping of all uids
-//! would hand the VMM every capability inside it (mount, and the whole namespaced-net
-//! and -ipc surface) to get the same three over the same files; fds opened before the
-//! drop cannot chown or create files as another uid. With the mount namespace, the only
-//! files these capabilities reach are the shares themselves, the bound kernel and
-//! initramfs (read-only mounts) and /dev/kvm (already open); /proc is read-only and
-//! without /proc/sys (sysctl writes need uid 0 anyway). The bare VMM (`isol boot`) and a
-//! VM without shares keep no capability at all. Confinement beneath a share's root is the
-//! 9P server's own job (`openat2` with `RESOLVE_BENEATH`): the bind mounts are views of
-//! whole host filesystems, so a directory moved out of a share would still be reachable
-//! by `..` from the mount alone.
+//! would hand it every capability inside it (mount, and the whole namespaced-net and
+//! -ipc surface) to get the same three over the same files; fds opened before the drop
+//! cannot chown or create files as another uid. With the mount namespace, the only files
+//! these capabilities reach are the shares themselves, the bound kernel and initramfs
+//! (read-only mounts) and /dev/kvm (useless there: its seccomp list has no ioctl); /proc
+//! is read-only and without /proc/sys. It runs under its own uid ([`files::file_server_id`]), so the VMM can
+//! neither signal nor trace it. virtiofsd makes the same split (a file daemon with
+//! these capabilities beside a VMM without); here its requests come as copies over a
+//! socket rather than through shared guest memory, so the file server never maps the
+//! guest. Confinement beneath a share's root is the 9P server's own job (`openat2` with
+//! `RESOLVE_BENEATH`): the bind mounts are views of whole host filesystems, so a
+//! directory moved out of a share would still be reachable by `..` from the mount alone.
 //!
 //! `--vmm-jail off` ([`VmmJail::Off`]) runs the VMM in isol's own process, as before,
 //! for debugging.
 
 pub mod cgroup;
+pub mod files;
 mod link;
 mod process;
 
@@ -111,7 +119,7 @@ pub const INITRD: &str = "/initramfs";
 /// The jail's hostname.
 pub const HOSTNAME: &str = "isol-vmm";
 
-/// `CAP_CHOWN`, `CAP_DAC_OVERRIDE`, `CAP_FOWNER`: what a VMM serving shares keeps.
+/// `CAP_CHOWN`, `CAP_DAC_OVERRIDE`, `CAP_FOWNER`: what the file server keeps.
 pub const SHARE_CAPS: u64 = (1 << CAP_CHOWN) | (1 << CAP_DAC_OVERRIDE) | (1 << CAP_FOWNER);
 
 // linux/capability.h.
@@ -119,7 +127,8 @@ const CAP_CHOWN: u32 = 0;
 const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_FOWNER: u32 = 3;
 
-/// First uid/gid of the jails' range: each run takes `JAIL_ID_BASE + isol's pid % 2^20`,
+/// First uid/gid of the jails' range: each run's VMM takes `JAIL_ID_BASE + isol's pid % 2^20`
+/// and its file server the next 2^20 block,
 /// far above any uid a distribution hands out, so no host user owns the VMM's files or
 /// can signal or trace it.
 pub const JAIL_ID_BASE: u32 = 0x7000_0000;
@@ -181,16 +190,21 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
-/// Drops the jailed VMM's privileges (see the module docs): its per-run uid/gid, and
-/// [`SHARE_CAPS`] if it serves shares, else no capability. Must run while the process
-/// has a single thread (capabilities are per thread); refuses otherwise.
-pub fn drop_privileges(serves_shares: bool) -> Result<(), VmmJailError> {
+/// Drops the jailed VMM's privileges (see the module docs): the uid/gid of the jail of
+/// isol process `isol_pid` ([`jail_id`]: isol's pid, since the VMM is pid 1 of its own
+/// namespace) and no capability. Must run while the process has a single thread
+/// (capabilities are per thread); refuses otherwise.
+pub fn drop_privileges(isol_pid: u32) -> Result<(), VmmJailError> {
+    drop_privileges_to(jail_id(isol_pid), 0)
+}
+
+/// The privilege drop of the VMM and of its file server ([`files`]): uid and gid `id`,
+/// no supplementary groups, no_new_privs, capabilities `caps` only.
+fn drop_privileges_to(id: u32, caps: u64) -> Result<(), VmmJailError> {
     let threads = thread_count();
     if threads != 1 {
         return Err(VmmJailError::Threads(threads));
     }
-    let id = jail_id(std::process::id());
-    let caps = if serves_shares { SHARE_CAPS } else { 0 };
     let identity = Identity {
         uid: id,
         gid: id,

@@ -10,7 +10,9 @@ use isol_common::exit::EXIT_ISOL_ERROR;
 use isol_common::{WorkloadExit, WorkloadSpec};
 
 use super::rundir::RunDir;
+use super::setup::{self, Share};
 use super::{build, Parts, VmError};
+use crate::devices::virtio::RequestHandler;
 use crate::jail::cgroup::VmmCgroup;
 use crate::jail::{self, ChildLink, JailSpec, Jailed, Message};
 
@@ -60,10 +62,26 @@ fn vmm_main(spec: &WorkloadSpec, mut parts: Parts, link: &mut ChildLink) -> i32 
     parts.kernel = PathBuf::from(jail::KERNEL);
     parts.initrd = PathBuf::from(jail::INITRD);
     parts.allow_pvm = true; // checked by isol (spawn_vm)
-    let served = |i: usize, _: &Path| jail::share_path(i);
-    // The rootfs is always served: the 9P server keeps its three capabilities.
-    let lock_down = || jail::drop_privileges(true).map_err(VmError::Jail);
-    let vm = match build(spec, parts, &served, &lock_down) {
+    let isol_pid = link.isol_pid;
+    let seccomp = parts.seccomp;
+    let shares = (|| {
+        let rootfs = spec.rootfs.as_deref().ok_or(VmError::NoRootfs)?;
+        let served = |i: usize, _: &Path| jail::share_path(i);
+        let servers = setup::p9_servers(spec, rootfs, &served)?;
+        let count = servers.len();
+        let (shares, servers): (Vec<_>, Vec<_>) = servers.into_iter().map(Share::split).unzip();
+        // The file server takes the shares and their capabilities; the VMM keeps none.
+        let remote = jail::files::spawn(servers, isol_pid, seccomp).map_err(VmError::Jail)?;
+        jail::files::hide_shares(count).map_err(VmError::Jail)?;
+        let shares: Vec<setup::Share<Box<dyn RequestHandler>>> = shares
+            .into_iter()
+            .zip(remote)
+            .map(|(s, r)| s.with(Box::new(r) as Box<dyn RequestHandler>))
+            .collect();
+        Ok::<_, VmError>(shares)
+    })();
+    let lock_down = || jail::drop_privileges(isol_pid).map_err(VmError::Jail);
+    let vm = match shares.and_then(|shares| build(parts, shares, &lock_down)) {
         Ok(vm) => vm,
         Err(e) => {
             link.send(&Message::Error(ChildLink::error_text(&e)));

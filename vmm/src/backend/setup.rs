@@ -10,10 +10,42 @@ use super::{plan, VmError, GUEST_INIT_NAME};
 use crate::channel::protocol::{volume_tag, ROOT_TAG};
 use crate::devices::virtio::device::VIRTIO_IRQS;
 use crate::devices::virtio::p9::{P9Server, ServerGroup};
-use crate::devices::virtio::{P9Device, VirtioSlot};
+use crate::devices::virtio::{P9Device, RequestHandler, VirtioSlot};
 
 /// The 9P devices in their slots, and the command line fragments declaring them.
 pub(super) type P9Devices = (Vec<(VirtioSlot, P9Device)>, String);
+
+/// One share: its virtio slot, mount tag and the server behind it (a [`P9Server`], or
+/// the VMM's handle on one in the file server process).
+pub(super) struct Share<H> {
+    pub slot: VirtioSlot,
+    pub tag: String,
+    pub server: H,
+}
+
+impl<H> Share<H> {
+    /// The share without its server, and the server.
+    pub fn split(self) -> (Share<()>, H) {
+        let Share { slot, tag, server } = self;
+        (
+            Share {
+                slot,
+                tag,
+                server: (),
+            },
+            server,
+        )
+    }
+
+    /// The same share with another server.
+    pub fn with<G>(self, server: G) -> Share<G> {
+        Share {
+            slot: self.slot,
+            tag: self.tag,
+            server,
+        }
+    }
+}
 
 /// Finds the static guest init; the error says where it looked and how to build it.
 pub(super) fn find_guest_init() -> Result<PathBuf, VmError> {
@@ -78,18 +110,17 @@ pub(super) fn host_cpus() -> u32 {
         .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1))
 }
 
-/// The virtio-9p devices: the rootfs, read-only, in slot 0 (the guest mounts
-/// [`ROOT_TAG`] under an overlay with a tmpfs upper layer), then one per volume in
-/// spec order (volume `i` as `volume_tag(i)` in slot `i + 1`); and the command line
-/// fragments that declare them.
+/// The 9P servers of the shares: the rootfs, read-only, in slot 0 (the guest mounts
+/// [`ROOT_TAG`] under an overlay with a tmpfs upper layer), then one per volume in spec
+/// order (volume `i` as `volume_tag(i)` in slot `i + 1`).
 ///
 /// `served(i, host)` is the path share `i` (host directory `host`) is opened at: the host
 /// path itself, or its fixed path in the VMM's jail; errors always name the host path.
-pub(super) fn p9_devices(
+pub(super) fn p9_servers(
     spec: &WorkloadSpec,
     rootfs: &Path,
     served: &dyn Fn(usize, &Path) -> PathBuf,
-) -> Result<P9Devices, VmError> {
+) -> Result<Vec<Share<P9Server>>, VmError> {
     let max = VIRTIO_IRQS.len() - 1;
     if spec.volumes.len() > max {
         return Err(VmError::TooManyVolumes {
@@ -104,8 +135,7 @@ pub(super) fn p9_devices(
             .enumerate()
             .map(|(i, v)| (volume_tag(i), v.host.as_path(), v.read_only)),
     );
-    let mut devices = Vec::with_capacity(shares.len());
-    let mut cmdline = String::new();
+    let mut servers = Vec::with_capacity(shares.len());
     // One lock and one fd budget for all shares of the VM (see p9::group).
     let group = ServerGroup::for_vm();
     for (i, (tag, host, read_only)) in shares.into_iter().enumerate() {
@@ -121,14 +151,50 @@ pub(super) fn p9_devices(
             },
         };
         let slot = VirtioSlot::new(i).ok_or_else(|| err("no virtio-mmio slot left".into()))?;
+        // Checked here, where errors can still name the share.
+        P9Device::new(&tag, Box::new(Nothing)).map_err(|e| err(Box::new(e)))?;
         let server = P9Server::in_group(&served(i, host), read_only, Arc::clone(&group))
             .map_err(|e| err(Box::new(e)))?;
-        let device = P9Device::new(&tag, Box::new(server)).map_err(|e| err(Box::new(e)))?;
-        cmdline.push(' ');
-        cmdline.push_str(&slot.cmdline());
-        devices.push((slot, device));
+        servers.push(Share { slot, tag, server });
     }
-    Ok((devices, cmdline))
+    Ok(servers)
+}
+
+/// A handler that is never called (the tag check above).
+struct Nothing;
+impl RequestHandler for Nothing {
+    fn handle(&mut self, _: &[u8], _: usize, _: &mut Vec<u8>) {}
+}
+
+/// The virtio-9p devices of `shares`, and the command line fragments that declare them.
+pub(super) fn p9_devices(shares: Vec<Share<Box<dyn RequestHandler>>>) -> P9Devices {
+    let mut devices = Vec::with_capacity(shares.len());
+    let mut cmdline = String::new();
+    for share in shares {
+        // The tag was checked by p9_servers.
+        let Ok(device) = P9Device::new(&share.tag, share.server) else {
+            continue;
+        };
+        cmdline.push(' ');
+        cmdline.push_str(&share.slot.cmdline());
+        devices.push((share.slot, device));
+    }
+    (devices, cmdline)
+}
+
+/// In-process servers as the devices' handlers (`--vmm-jail off`).
+pub(super) fn local(shares: Vec<Share<P9Server>>) -> Vec<Share<Box<dyn RequestHandler>>> {
+    shares
+        .into_iter()
+        .map(|s| {
+            let server = Box::new(s.server) as Box<dyn RequestHandler>;
+            Share {
+                slot: s.slot,
+                tag: s.tag,
+                server,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -152,7 +218,8 @@ mod tests {
     #[test]
     fn test_p9_devices_root_first_then_one_slot_per_volume() {
         let s = spec_with(&["/tmp:/a", "/tmp:/b:ro"], None);
-        let (devices, cmdline) = p9_devices(&s, Path::new("/tmp"), &host).unwrap();
+        let servers = p9_servers(&s, Path::new("/tmp"), &host).unwrap();
+        let (devices, cmdline) = p9_devices(local(servers));
         assert_eq!(devices.len(), 3);
         let slots: Vec<usize> = devices.iter().map(|(slot, _)| slot.index).collect();
         assert_eq!(slots, [0, 1, 2]);
@@ -169,20 +236,26 @@ mod tests {
             .map(|i| format!("/tmp:/v{i}"))
             .collect();
         let refs: Vec<&str> = vols.iter().map(String::as_str).collect();
-        let e = p9_devices(&spec_with(&refs, None), Path::new("/tmp"), &host).unwrap_err();
+        let e = p9_servers(&spec_with(&refs, None), Path::new("/tmp"), &host)
+            .map(drop)
+            .unwrap_err();
         assert!(e.to_string().contains("at most 13 volumes"), "{e}");
         let ok = &refs[..VIRTIO_IRQS.len() - 1];
-        assert!(p9_devices(&spec_with(ok, None), Path::new("/tmp"), &host).is_ok());
+        assert!(p9_servers(&spec_with(ok, None), Path::new("/tmp"), &host).is_ok());
     }
 
     #[test]
     fn test_p9_devices_missing_rootfs_is_named() {
         let s = spec_with(&[], None);
-        let e = p9_devices(&s, Path::new("/nonexistent-isol-rootfs"), &host).unwrap_err();
+        let e = p9_servers(&s, Path::new("/nonexistent-isol-rootfs"), &host)
+            .map(drop)
+            .unwrap_err();
         // In the jail the share is opened at its fixed path, and the error still names
         // the host directory.
         let jailed = |i: usize, _: &Path| crate::jail::share_path(i);
-        let j = p9_devices(&s, Path::new("/nonexistent-isol-rootfs"), &jailed).unwrap_err();
+        let j = p9_servers(&s, Path::new("/nonexistent-isol-rootfs"), &jailed)
+            .map(drop)
+            .unwrap_err();
         assert!(j.to_string().contains("/nonexistent-isol-rootfs"), "{j}");
         assert!(
             e.to_string()

@@ -103,6 +103,9 @@ pub fn receive(r: &mut impl Read) -> io::Result<Option<Message>> {
 pub struct ChildLink {
     pub(super) to_parent: File,
     pub(super) from_parent: File,
+    /// isol's pid (in isol's pid namespace): what the jail's uids derive from, since the
+    /// VMM itself is pid 1 of its own namespace.
+    pub isol_pid: u32,
 }
 
 impl ChildLink {

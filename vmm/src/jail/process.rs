@@ -84,6 +84,7 @@ where
 {
     let (p2c_r, p2c_w) = pipe()?;
     let (c2p_r, c2p_w) = pipe()?;
+    let isol_pid = std::process::id();
     let own_ns: OwnedFd = File::open("/proc/self/ns/pid")
         .map_err(|e| {
             spawn_err("open /proc/self/ns/pid")(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))
@@ -103,6 +104,7 @@ where
             let link = ChildLink {
                 to_parent: c2p_w,
                 from_parent: p2c_r,
+                isol_pid,
             };
             child_main(spec, link, child)
         }

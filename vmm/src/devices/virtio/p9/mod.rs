@@ -34,6 +34,7 @@ mod file;
 mod group;
 mod host;
 mod path;
+pub mod remote;
 mod root;
 mod session;
 #[cfg(test)]
@@ -213,6 +214,14 @@ impl P9Server {
             t::REMOVE => self.remove(r),
             _ => Err(Errno::EOPNOTSUPP),
         }
+    }
+}
+
+impl P9Server {
+    /// The fd of the share's root (the only fd a server holds before its first request).
+    pub fn root_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.root.fd().as_raw_fd()
     }
 }
 

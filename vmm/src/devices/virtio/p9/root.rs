@@ -68,8 +68,7 @@ impl Root {
         Ok((root, Kind::of(st.st_mode)))
     }
 
-    /// The root fd (for tests that check what the server holds).
-    #[cfg(test)]
+    /// The root fd (what the server holds; the file server keeps it across its fd purge).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
