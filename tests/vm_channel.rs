@@ -15,36 +15,9 @@ fn skip(name: &str) -> bool {
     support::skip_privileged(name)
 }
 
-/// Assembles tests/vm_guests/NAME-raw.s into an isol raw image.
+/// The raw guest tests/vm_guests/NAME-raw.s, assembled.
 fn guest(name: &str) -> PathBuf {
-    let src = support::repo_root().join(format!("tests/vm_guests/{name}-raw.s"));
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-guests");
-    std::fs::create_dir_all(&dir).expect("the test temp dir is writable");
-    let obj = dir.join(format!("{name}-{}.o", std::process::id()));
-    let bin = dir.join(format!("{name}-{}.bin", std::process::id()));
-    let run = |cmd: &mut Command| {
-        let st = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?} (install binutils): {e}"));
-        assert!(st.success(), "{cmd:?} failed");
-    };
-    run(Command::new("as").arg("--32").arg("-o").arg(&obj).arg(&src));
-    run(Command::new("ld")
-        .args([
-            "-m",
-            "elf_i386",
-            "-Ttext",
-            "0",
-            "--oformat",
-            "binary",
-            "-e",
-            "0",
-            "-o",
-        ])
-        .arg(&bin)
-        .arg(&obj));
-    let _ = std::fs::remove_file(&obj);
-    bin
+    support::guests::channel_guest("vm-guests", name)
 }
 
 /// A private, empty run directory so the test can check nothing is left in it.

@@ -10,7 +10,6 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::{assert_code, kvm_kind, run_raw, skip_privileged, stderr, stdout, KvmKind};
@@ -20,29 +19,9 @@ const HELLO: &str = "Hello from isol tiny guest\n";
 /// The VMM's debug-log line limit (vmm/src/devices/log.rs).
 const LOG_LINE_LIMIT: usize = isol_vmm::devices::log::LOG_LINE_LIMIT as usize;
 
-/// Assembles the guests once per test process into the target's test tmpdir.
-fn guests() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-guests");
-        let script = support::repo_root().join("vmm/tests/guests/build.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "assembling the tiny guests failed (needs binutils: apt-get install binutils):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .clone()
-}
-
 fn guest(name: &str) -> String {
-    guests().join(name).to_string_lossy().into_owned()
+    let path = support::guests::vmm_guest("vmm-guests", name);
+    path.to_string_lossy().into_owned()
 }
 
 /// Runs `isol boot --allow-pvm --kernel GUEST ARGS...` with the debug log in a file;

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::{
@@ -25,37 +24,15 @@ use support::{
 const JAIL_ID_BASE: u64 = 0x7000_0000;
 
 fn guest(name: &str) -> String {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-jail-guests");
-        let script = support::repo_root().join("vmm/tests/guests/build.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("run build.sh");
-        assert!(
-            out.status.success(),
-            "assembling the tiny guests failed (needs binutils):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    });
-    dir.join(name).to_string_lossy().into_owned()
+    let path = support::guests::vmm_guest("vmm-jail-guests", name);
+    path.to_string_lossy().into_owned()
 }
 
 fn read(p: impl AsRef<Path>) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-/// The process that runs the VMM's threads: isol's child if it has one, else isol.
-fn vmm_of(isol: u32) -> u32 {
-    let children = read(format!("/proc/{isol}/task/{isol}/children"));
-    children
-        .split_whitespace()
-        .find_map(|p| p.parse().ok())
-        .unwrap_or(isol)
-}
+use support::guests::vmm_of;
 
 /// `(comm, Seccomp)` of every thread of `pid`.
 fn threads(pid: u32) -> Vec<(String, String)> {

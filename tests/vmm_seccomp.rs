@@ -7,9 +7,7 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::{
@@ -18,34 +16,11 @@ use support::{
 };
 
 fn guest(name: &str) -> String {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-seccomp-guests");
-        let script = support::repo_root().join("vmm/tests/guests/build.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("run build.sh");
-        assert!(
-            out.status.success(),
-            "assembling the tiny guests failed (needs binutils):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    });
-    dir.join(name).to_string_lossy().into_owned()
+    let path = support::guests::vmm_guest("vmm-seccomp-guests", name);
+    path.to_string_lossy().into_owned()
 }
 
-/// The process that runs the VMM's threads: isol's child (the jailed VMM, see
-/// tests/vmm_jail.rs) if it has one, else isol itself (`--vmm-jail off`).
-fn vmm_of(isol: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{isol}/task/{isol}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .find_map(|p| p.parse().ok())
-        .unwrap_or(isol)
-}
+use support::guests::vmm_of;
 
 /// `comm Seccomp` for every thread of `pid`.
 fn thread_lines(pid: u32) -> Vec<(String, String)> {

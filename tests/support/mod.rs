@@ -41,6 +41,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 mod gate;
+pub mod guests;
 pub use gate::{report, skip_privileged, target_tmp_file, RETRY_LOG};
 
 /// Panics (fails the test) unless we are root.

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use isol_vmm::devices::virtio::{P9Device, RequestHandler, VirtioSlot};
@@ -53,28 +53,15 @@ fn in_child(name: &str, body: fn()) {
     );
 }
 
+#[path = "../../tests/support/guests.rs"]
+mod guests;
+
 fn guest(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-machine-guests");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("run build.sh");
-        assert!(
-            out.status.success(),
-            "assembling the tiny guests failed (needs binutils):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    });
     assert!(
         std::path::Path::new("/dev/kvm").exists(),
         "/dev/kvm is missing: these tests need KVM (hardware or PVM)"
     );
-    dir.join(name)
+    guests::vmm_guest("vmm-machine-guests", name)
 }
 
 #[derive(Clone, Default)]

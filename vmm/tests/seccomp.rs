@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use isol_vmm::devices::virtio::{P9Device, RequestHandler, VirtioSlot};
@@ -193,28 +193,15 @@ fn test_confined_thread_allowed_work_runs() {
     }
 }
 
+#[path = "../../tests/support/guests.rs"]
+mod guests;
+
 fn guest(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmm-seccomp-guests");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("run build.sh");
-        assert!(
-            out.status.success(),
-            "assembling the tiny guests failed (needs binutils):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    });
     assert!(
         std::path::Path::new("/dev/kvm").exists(),
         "/dev/kvm is missing: this test needs KVM (hardware or PVM)"
     );
-    dir.join(name)
+    guests::vmm_guest("vmm-seccomp-guests", name)
 }
 
 /// Replies with nothing (the spinning guest never sends a request).

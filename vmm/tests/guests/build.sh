@@ -4,10 +4,11 @@
 #   NAME-raw.s -> OUTDIR/NAME-raw.bin  isol raw real-mode image (see vmm/src/boot/raw.rs)
 #   NAME.s     -> OUTDIR/NAME          ELF64 with a PVH note, 32-bit entry, linked at 1 MiB
 # Safe to run concurrently into one OUTDIR: each result is renamed into place.
-# Usage: vmm/tests/guests/build.sh OUTDIR
+# Usage: vmm/tests/guests/build.sh OUTDIR [SRCDIR]   (SRCDIR: default this directory;
+# tests/vm_guests holds the channel-speaking raw guests of the black-box tests)
 set -eu
-out=${1:?usage: build.sh OUTDIR}
-src=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: build.sh OUTDIR [SRCDIR]}
+src=$(cd "${2:-$(dirname "$0")}" && pwd)
 mkdir -p "$out"
 work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
