@@ -35,7 +35,7 @@ pub const ISOL_FORWARDED: [Signal; 4] = [
 
 /// Clones the container's init into new namespaces; `None` in the child, else its pid
 /// and a pidfd (readable once the init has exited and its namespace is empty).
-fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)>> {
+pub(crate) fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)>> {
     let flags = flags.bits() as libc::c_ulong
         | libc::CLONE_PIDFD as libc::c_ulong
         | libc::SIGCHLD as libc::c_ulong;
@@ -88,7 +88,7 @@ fn pipes(with_sync: bool) -> Result<Pipes, ContainerError> {
     })
 }
 
-fn reap(pid: Pid) -> Result<WaitStatus, ContainerError> {
+pub(crate) fn reap(pid: Pid) -> Result<WaitStatus, ContainerError> {
     loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
@@ -103,6 +103,7 @@ pub fn run(
     cgroups: &Cgroups,
     timeout: Option<Duration>,
     command: &str,
+    started: &mut dyn FnMut(&isol_common::Started),
 ) -> Result<WorkloadExit, ContainerError> {
     let p = pipes(!cgroups.is_empty())?;
     let flags = namespaces::clone_flags(p.sync.is_some());
@@ -147,6 +148,10 @@ pub fn run(
             };
         }
     }
+    started(&isol_common::Started {
+        pid: pid.as_raw(),
+        cgroups: cgroups.paths(),
+    });
     let waited = wait(pid, &pidfd, timeout).and_then(|timed_out| {
         // The init is dead and its namespace empty: every writer of the pipe is gone.
         Ok((read_reports(&report_r)?, timed_out))
@@ -183,7 +188,11 @@ fn poll_timeout(deadline: Option<Instant>, timed_out: bool) -> PollTimeout {
 /// Waits until the init has exited (its pidfd is readable), forwarding signals and
 /// enforcing the timeout; true when the timeout fired. Waiting on the pidfd rather than
 /// on the report pipe wakes isol once at the end instead of once per message.
-fn wait(pid: Pid, pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, ContainerError> {
+pub(crate) fn wait(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    timeout: Option<Duration>,
+) -> Result<bool, ContainerError> {
     let sigfd = forwarded_signalfd()?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
@@ -217,7 +226,7 @@ fn wait(pid: Pid, pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, Co
 }
 
 /// Reads the report pipe to its end.
-fn read_reports(report_r: &OwnedFd) -> Result<Vec<Report>, ContainerError> {
+pub(crate) fn read_reports(report_r: &OwnedFd) -> Result<Vec<Report>, ContainerError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
