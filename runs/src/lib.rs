@@ -7,10 +7,13 @@
 //!   it), random hex ids, unique names under a lock, lookup by id, id prefix or name.
 //! - [`proto`]: the control socket's JSON protocol (one request line, one answer line).
 //!
-//! Plain data and files: no process, namespace or backend knowledge (that is the CLI's
-//! supervisor, `src/supervise.rs`).
+//! - [`process`]: the double fork that detaches a supervisor, and pidfds.
+//!
+//! No namespace or backend knowledge: the supervisor itself is the CLI's
+//! (`src/lifecycle/supervise.rs`).
 #![warn(missing_docs)]
 
+pub mod process;
 pub mod proto;
 pub mod state;
 pub mod store;
