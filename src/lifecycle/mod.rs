@@ -32,11 +32,7 @@ pub fn store(root: Option<&Path>) -> Store {
 /// Whether the run's supervisor is still the process its record names (same pid, same
 /// start time, not a zombie).
 pub fn supervisor_alive(s: &RunState) -> bool {
-    if isol_container::record::start_time(s.supervisor_pid) != Some(s.supervisor_start) {
-        return false;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.supervisor_pid));
-    !status.is_ok_and(|t| t.lines().any(|l| l.starts_with("State:\tZ")))
+    isol_container::record::alive(s.supervisor_pid, s.supervisor_start)
 }
 
 /// What `ps` shows: the recorded state, or `unknown` when the supervisor died before the
