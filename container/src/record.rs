@@ -30,8 +30,7 @@ pub fn alive(pid: i32, start: u64) -> bool {
     };
     let mut fields = rest.split_whitespace();
     let state = fields.next();
-    !matches!(state, Some("Z" | "X"))
-        && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
+    !matches!(state, Some("Z" | "X")) && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
 }
 
 /// What a record says.

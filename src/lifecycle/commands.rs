@@ -25,7 +25,7 @@ pub fn ps(store: &Store, a: &PsArgs) -> CliResult {
     let runs: Vec<RunState> = store
         .list()
         .into_iter()
-        .filter(|r| a.all || matches!(status(r), "running" | "created"))
+        .filter(|r| a.all || status(r) != "exited")
         .collect();
     if a.json {
         let list: Vec<_> = runs.iter().map(|r| view(store, r)).collect();
