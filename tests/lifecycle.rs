@@ -457,3 +457,55 @@ fn test_fifty_detached_runs_exec_stop_rm_leave_nothing() {
     let ps = runs.isol(&["ps", "-a", "--json"]);
     assert_eq!(support::stdout(&ps).trim(), "[]");
 }
+
+#[test]
+fn test_kill_signals_stop_escalates_workload_sigkill_is_137() {
+    if skip_privileged("test_kill_signals_stop_escalates_workload_sigkill_is_137") {
+        return;
+    }
+    let runs = Runs::new();
+    // kill USR1 reaches the workload (its trap prints), then stop: TERM is ignored, so
+    // KILL follows after --time: 137.
+    let script = "trap 'echo usr1' USR1; trap '' TERM; echo ready; while :; do sleep 0.1; done";
+    let id = runs.start(&["--", "sh", "-c", script]);
+    runs.logs_until(&id, |o| o == b"ready\n");
+    assert_code(&runs.isol(&["kill", &id, "USR1"]), 0);
+    runs.logs_until(&id, |o| o == b"ready\nusr1\n");
+    assert_code(&runs.isol(&["kill", &id, "NOSUCHSIG"]), 125);
+    assert_code(&runs.isol(&["stop", "--time", "0.5", &id]), 0);
+    assert_code(&runs.isol(&["wait", &id]), 137);
+    assert_code(&runs.isol(&["stop", &id]), 0);
+    let rec = runs.inspect(&id);
+    assert_code(&runs.isol(&["rm", &id]), 0);
+    assert_no_trace(&runs, &rec);
+    // SIGKILL of the workload's init from outside: recorded truthfully as 137.
+    let id = runs.start(&["--", "sleep", "1000"]);
+    let rec = runs.inspect(&id);
+    let init = nix::unistd::Pid::from_raw(int(&rec, "pid"));
+    nix::sys::signal::kill(init, nix::sys::signal::SIGKILL).unwrap();
+    assert_code(&runs.isol(&["wait", &id]), 137);
+    assert_eq!(runs.inspect(&id)["status"], "exited");
+    assert_code(&runs.isol(&["rm", &id]), 0);
+    assert_no_trace(&runs, &rec);
+}
+
+#[test]
+fn test_logs_follow_streams_until_the_end() {
+    if skip_privileged("test_logs_follow_streams_until_the_end") {
+        return;
+    }
+    let runs = Runs::new();
+    let id = runs.start(&[
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.2; done; echo e >&2",
+    ]);
+    // -f started while the run lives returns once it has ended, with everything.
+    let f = runs.isol(&["logs", "-f", &id]);
+    assert_code(&f, 0);
+    assert_eq!(support::stdout(&f), "1\n2\n3\n");
+    assert_eq!(support::stderr(&f), "e\n");
+    assert_code(&runs.isol(&["wait", &id]), 0);
+    assert_code(&runs.isol(&["rm", &id]), 0);
+}
