@@ -95,9 +95,10 @@ impl RunState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A record for tests.
     pub(crate) fn sample(id: &str, name: Option<&str>) -> RunState {
         RunState {
             id: id.into(),

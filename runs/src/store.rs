@@ -202,25 +202,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Status;
 
     fn state(id: &str, name: Option<&str>) -> RunState {
-        RunState {
-            id: id.into(),
-            name: name.map(Into::into),
-            mode: "container".into(),
-            command: vec!["true".into()],
-            state: Status::Created,
-            supervisor_pid: 1,
-            supervisor_start: 0,
-            pid: None,
-            cgroups: vec![],
-            created: 0,
-            started: None,
-            finished: None,
-            exit_code: None,
-            message: None,
-        }
+        crate::state::tests::sample(id, name)
     }
 
     #[test]
