@@ -20,8 +20,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands.
+/// Subcommands. Each one's arguments are built only when it is the one invoked
+/// (`defer`): more subcommands cost a foreground `isol run` nothing at start.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run a workload and exit with its exit code.
     Run(RunArgs),
