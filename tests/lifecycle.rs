@@ -509,3 +509,42 @@ fn test_logs_follow_streams_until_the_end() {
     assert_code(&runs.isol(&["wait", &id]), 0);
     assert_code(&runs.isol(&["rm", &id]), 0);
 }
+
+#[test]
+fn test_control_socket_is_owner_only() {
+    if skip_privileged("test_control_socket_is_owner_only") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let runs = Runs::new();
+    let id = runs.start(&["--", "sleep", "1000"]);
+    let dir = runs.root().join(&id);
+    let sock = dir.join("control.sock");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&sock), 0o600);
+    for f in ["state.json", "stdout.log", "stderr.log", "run-args.json"] {
+        assert_eq!(mode(&dir.join(f)) & 0o077, 0, "{f}");
+    }
+    // The owner gets answers; another uid cannot even connect.
+    let ask = |uid: u32| {
+        let script = "import os,socket,sys\n\
+                      os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))\n\
+                      s=socket.socket(socket.AF_UNIX)\n\
+                      try:\n  s.connect(sys.argv[2])\n\
+                      except OSError as e:\n  print('refused', e.errno); sys.exit(0)\n\
+                      s.sendall(b'{\"op\":\"state\"}\\n'); print(s.makefile().readline())";
+        let out = Command::new("python3")
+            .args(["-c", script, &uid.to_string()])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        support::stdout(&out)
+    };
+    let answer: serde_json::Value = serde_json::from_str(&ask(0)).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["state"]["state"], "running");
+    assert_eq!(ask(1000).trim(), format!("refused {}", libc::EACCES));
+    assert_code(&runs.isol(&["rm", "-f", &id]), 0);
+}

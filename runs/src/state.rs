@@ -58,6 +58,17 @@ pub struct RunState {
     pub message: Option<String>,
 }
 
+/// Creates (or truncates) `path`, mode 0600.
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Unix time now, in seconds.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -78,7 +89,7 @@ impl RunState {
         let tmp = dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(&json));
+        let written = private_file(&tmp).and_then(|mut f| f.write_all(&json));
         if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, dir.join(STATE_FILE))) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);

@@ -5,6 +5,7 @@
 //! prints the id) or why it could not start (then the supervisor has removed everything
 //! and isol exits 125 with that error).
 
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -109,12 +110,14 @@ fn first_message(r: &OwnedFd) -> Option<Vec<u8>> {
 /// Saves the command line (and a copy of the spec file) for `isol exec`.
 fn save_args(dir: &Path, args: &RunArgs) -> Result<(), Failure> {
     if let Some(spec) = &args.workload.spec {
-        std::fs::copy(spec, dir.join(SPEC_COPY))?;
+        let text = std::fs::read(spec)?;
+        isol_runs::state::private_file(&dir.join(SPEC_COPY))?.write_all(&text)?;
     }
     let saved = serde_json::json!({
         "argv": std::env::args().collect::<Vec<_>>(),
         "cwd": std::env::current_dir()?.to_string_lossy(),
     });
-    std::fs::write(dir.join(ARGS_FILE), saved.to_string())?;
+    isol_runs::state::private_file(&dir.join(ARGS_FILE))?
+        .write_all(saved.to_string().as_bytes())?;
     Ok(())
 }
