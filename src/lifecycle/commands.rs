@@ -233,15 +233,13 @@ pub fn rm(store: &Store, a: &RmArgs) -> CliResult {
     Ok(0)
 }
 
-/// `isol gc`'s part: removes the runs whose supervisor died; a line for each.
+/// `isol gc`'s part: removes the state of runs whose supervisor died; a line for each
+/// (the backends' own gc, which `isol gc` runs next, removes their cgroups).
 pub fn gc_runs(store: &Store) -> Vec<String> {
     let mut removed = Vec::new();
     for r in store.list() {
-        if status(&r) == "unknown" {
-            clean_dead(&r);
-            if store.remove(&r.id).is_ok() {
-                removed.push(format!("run {} (its supervisor died)", r.id));
-            }
+        if status(&r) == "unknown" && store.remove(&r.id).is_ok() {
+            removed.push(format!("run {} (its supervisor died)", r.id));
         }
     }
     removed
