@@ -107,11 +107,17 @@ pub fn exec(init: &OwnedFd, cgroups: &[PathBuf], w: &Workload) -> Result<Workloa
     // The stub writes one report on failure; a blocking write end keeps that simple.
     nix::fcntl::fcntl(&report_w, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
         .map_err(step("make a pipe"))?;
+    // Held by this process only: its end (POLLHUP in the child) means isol exec is gone.
+    let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(step("make a pipe"))?;
     let Some((pid, pidfd)) =
         process::clone_init(CloneFlags::empty()).map_err(step("fork the exec'd process"))?
     else {
-        drop(report_r);
+        drop((report_r, alive_w));
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        if parent_gone(&alive_r) {
+            // isol exec was killed before the parent-death signal was armed.
+            exit_now(125);
+        }
         let r = workload::exec(&LinuxSyscall, w, &report_w);
         r.send(&report_w);
         exit_now(if matches!(r, Report::Exec(_)) {
@@ -120,11 +126,23 @@ pub fn exec(init: &OwnedFd, cgroups: &[PathBuf], w: &Workload) -> Result<Workloa
             125
         })
     };
-    drop(report_w);
+    drop((report_w, alive_r));
     let waited = process::wait(pid, &pidfd, None);
+    drop(alive_w);
     let status = process::reap(pid).map_err(ExecError::Wait)?;
     waited.map_err(ExecError::Wait)?;
     outcome(&drain(&report_r), status, &command(w))
+}
+
+/// True when every write end of `r` is closed (the parent has exited).
+fn parent_gone(r: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|e| e.contains(PollFlags::POLLHUP))
 }
 
 fn command(w: &Workload) -> String {
@@ -182,6 +200,14 @@ mod tests {
     use nix::unistd::Pid;
 
     use super::*;
+
+    #[test]
+    fn test_parent_gone_once_every_writer_closed() {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        assert!(!parent_gone(&r));
+        drop(w);
+        assert!(parent_gone(&r));
+    }
 
     #[test]
     fn test_outcome_own_exit_code_signal_and_exec_failure() {
