@@ -208,6 +208,25 @@ fn test_detached_timeout_and_preparation_failure() {
     let bad = runs.isol(&["run", "-d", "--volume", "/nonexistent-dir:/x", "--", "true"]);
     assert_code(&bad, 125);
     assert!(support::stderr(&bad).contains("--volume"), "{bad:?}");
+    // So is a root the container cannot set up (found inside it, before the start).
+    let bad_root = runs.root().join("bad-rootfs");
+    fs::create_dir(&bad_root).unwrap();
+    std::os::unix::fs::symlink("/etc", bad_root.join("proc")).unwrap();
+    let bad = runs.isol(&[
+        "run",
+        "-d",
+        "--rootfs",
+        bad_root.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_code(&bad, 125);
+    assert!(support::stderr(&bad).contains("/proc"), "{bad:?}");
+    assert!(
+        bad.stdout.is_empty(),
+        "no id for a run that never started: {bad:?}"
+    );
+    fs::remove_dir_all(&bad_root).unwrap();
     let names: Vec<_> = fs::read_dir(runs.root())
         .unwrap()
         .flatten()

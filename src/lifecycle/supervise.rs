@@ -79,15 +79,17 @@ pub fn main(
             &mut on_start,
         ),
     };
-    if let Some(fd) = &tell {
+    match (&tell, &result) {
         // It never started: the caller reports the error, nothing stays.
-        let text = match &result {
-            Err(e) => e.clone(),
-            Ok(exit) => format!("The workload ended before it started: {exit:?}"),
-        };
-        return refuse(store, &state.id, Some(fd), &text);
+        (Some(fd), Err(e)) => refuse(store, &state.id, Some(fd), e),
+        (Some(fd), Ok(_)) => {
+            // It ran and ended before its start was seen: recorded, then reported.
+            let code = finish(&dir, &shared, result);
+            let _ = nix::unistd::write(fd, b"ok\0");
+            code
+        }
+        (None, _) => finish(&dir, &shared, result),
     }
-    finish(&dir, &shared, result)
 }
 
 fn drive<B: Backend>(
