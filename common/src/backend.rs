@@ -14,9 +14,12 @@
 //! signalfd) and delivers them to the workload; the workload itself starts with an empty
 //! signal mask and default dispositions.
 //!
-//! Started hook: [`Prepared::run_observed`] calls its `started` callback exactly once, as
-//! soon as the workload's process tree exists (container: the init is in its cgroups;
-//! VM: the VMM runs), with the pid a supervisor signals and watches. A detached run's
+//! Started hook: [`Prepared::run_observed`] calls its `started` callback at most once, as
+//! soon as the workload's process tree exists and is set up (container: the init is in
+//! its cgroups and has mounted the container's view; VM: the VMM runs), with the pid a
+//! supervisor signals and watches. A run that fails before that returns `Err` without
+//! calling it; a workload that ends before the backend noticed its start may return `Ok`
+//! without calling it. A detached run's
 //! supervisor uses it to report "started" and to serve its control socket; the
 //! foreground [`Prepared::run`] passes a no-op.
 
@@ -53,8 +56,8 @@ pub trait Prepared {
 
     /// Runs the workload to its end and releases every resource. `Ok` carries how the
     /// workload ended (including exec failure and timeout); `Err` is isol's own failure.
-    /// `started` is called once, when the workload's process tree exists (not at all if
-    /// the run fails before that).
+    /// `started` is called at most once, when the workload's process tree exists and is
+    /// set up (see the module doc).
     fn run_observed(self, started: &mut dyn FnMut(&Started)) -> Result<WorkloadExit, Self::Error>;
 
     /// [`Prepared::run_observed`] with nobody to tell: the foreground run.
