@@ -82,6 +82,21 @@ impl Runs {
     }
 }
 
+impl Drop for Runs {
+    /// A failed test leaves no run behind either: every run still recorded is removed.
+    fn drop(&mut self) {
+        let Ok(out) = self.cmd(&["ps", "-a", "--json"]).output() else {
+            return;
+        };
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for r in list.as_array().into_iter().flatten() {
+            if let Some(id) = r["id"].as_str() {
+                let _ = self.cmd(&["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
 pub fn int(v: &serde_json::Value, k: &str) -> i32 {
     v[k].as_i64()
         .unwrap_or_else(|| panic!("{k} in {v}"))
