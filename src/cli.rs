@@ -6,17 +6,24 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use isol_common::Overrides;
 
+use crate::lifecycle::args as lc;
+
 /// Run one workload in a KVM microVM or in a Linux container, with the same behaviour.
 #[derive(Debug, Parser)]
 #[command(name = "isol", version, about)]
 pub struct Cli {
+    /// Directory of detached runs' state (default: /run/isol/runs for root).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Subcommands.
+/// Subcommands. Each one's arguments are built only when it is the one invoked
+/// (`defer`): more subcommands cost a foreground `isol run` nothing at start.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run a workload and exit with its exit code.
     Run(RunArgs),
@@ -26,8 +33,25 @@ pub enum Command {
     Kernel(KernelArgs),
     /// Boot a raw kernel image in isol's VMM (no workload, no init): for tests and benchmarks.
     Boot(BootArgs),
-    /// Remove what killed isol runs left behind (cgroups, mounts, temp dirs).
+    /// Remove what killed isol runs left behind (cgroups, mounts, temp dirs, runs whose
+    /// supervisor died).
     Gc,
+    /// List detached runs.
+    Ps(lc::PsArgs),
+    /// Print a detached run's stdout and stderr.
+    Logs(lc::LogsArgs),
+    /// Run a command inside a running detached run.
+    Exec(lc::ExecArgs),
+    /// Send a signal to a detached run.
+    Kill(lc::KillArgs),
+    /// Stop a detached run: SIGTERM, then SIGKILL.
+    Stop(lc::StopArgs),
+    /// Wait for a detached run to end; exit with its exit code.
+    Wait(lc::RunRef),
+    /// Remove a detached run that has ended (-f: also a running one).
+    Rm(lc::RmArgs),
+    /// Show a detached run's record.
+    Inspect(lc::InspectArgs),
 }
 
 /// Options shared by `run` and `compare`: the CLI contract both modes obey.
@@ -106,6 +130,9 @@ pub struct RunArgs {
     /// Isolation model: container (default) or vm.
     #[arg(long, value_name = "container|vm")]
     pub mode: Option<String>,
+    /// -d|--detach, --name.
+    #[command(flatten)]
+    pub detach: lc::DetachArgs,
     /// The workload.
     #[command(flatten)]
     pub workload: WorkloadArgs,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod compare;
+mod lifecycle;
 mod run;
 
 use std::process::ExitCode;
@@ -21,12 +22,23 @@ fn main() -> ExitCode {
             return exit_code(code);
         }
     };
-    let result = match cli.command {
-        Command::Run(args) => run::run(&args),
-        Command::Compare(args) => compare::compare(&args),
-        Command::Kernel(args) => run::kernel(&args),
-        Command::Boot(args) => run::boot(&args),
-        Command::Gc => run::gc(),
+    let store = || lifecycle::store(cli.root.as_deref());
+    use lifecycle::commands as lc;
+    let result = match &cli.command {
+        Command::Run(args) if args.detach.detach => lifecycle::detach::run_detached(&store(), args),
+        Command::Run(args) => run::run(args),
+        Command::Compare(args) => compare::compare(args),
+        Command::Kernel(args) => run::kernel(args),
+        Command::Boot(args) => run::boot(args),
+        Command::Gc => run::gc(&store()),
+        Command::Ps(a) => lc::ps(&store(), a),
+        Command::Logs(a) => lc::logs(&store(), a),
+        Command::Exec(a) => lifecycle::exec::exec(&store(), a),
+        Command::Kill(a) => lc::kill(&store(), a),
+        Command::Stop(a) => lc::stop(&store(), a),
+        Command::Wait(a) => lc::wait(&store(), a),
+        Command::Rm(a) => lc::rm(&store(), a),
+        Command::Inspect(a) => lc::inspect(&store(), a),
     };
     match result {
         Ok(code) => exit_code(code),

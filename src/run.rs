@@ -128,6 +128,9 @@ fn drive<B: Backend>(
 
 /// `isol run`.
 pub fn run(args: &RunArgs) -> CliResult {
+    if args.detach.name.is_some() {
+        return Err("--name names a detached run: add -d (--detach)".into());
+    }
     block_forwarded_signals()?;
     let spec = resolve_spec(&args.workload, args.mode.clone())?;
     run_spec(&spec, &args.workload)
@@ -192,8 +195,9 @@ fn vmm_jail(switch: OnOff) -> VmmJail {
 }
 
 /// `isol gc`.
-pub fn gc() -> CliResult {
-    let mut removed = isol_container::gc()?;
+pub fn gc(runs: &isol_runs::Store) -> CliResult {
+    let mut removed = crate::lifecycle::commands::gc_runs(runs);
+    removed.extend(isol_container::gc()?);
     removed.extend(isol_vmm::gc()?);
     for r in &removed {
         println!("removed {r}");

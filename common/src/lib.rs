@@ -15,6 +15,6 @@ pub mod security;
 pub mod size;
 pub mod spec;
 
-pub use backend::{Backend, Prepared};
+pub use backend::{Backend, Prepared, Started};
 pub use exit::{ExecFailure, WorkloadExit};
 pub use spec::{Mode, Overrides, SpecError, WorkloadSpec};

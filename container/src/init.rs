@@ -74,6 +74,7 @@ fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<()
     namespaces::setup(&LinuxSyscall, &cfg.hostname).map_err(|(what, e)| setup_err(what)(e))?;
     nix::sys::stat::umask(Mode::empty());
     let mut sync = sync;
+    let mut joined = None;
     let mut join = || {
         let fd = sync.take().ok_or(Errno::EINVAL)?;
         let mut b = [0u8; 1];
@@ -81,12 +82,16 @@ fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<()
             // isol could not attach us to the cgroups (or died): it reports, not us.
             exit_now(1);
         }
+        joined = Some(fd);
         namespaces::join_cgroup_ns(&LinuxSyscall)
     };
     rootfs::apply(&cfg.steps, &LinuxSyscall, &mut join).map_err(|e| Report::Setup {
         what: e.step,
         errno: e.errno as i32,
     })?;
+    // Closing the sync pipe tells isol the container is set up (its started hook); the
+    // workload, forked next, must not hold it.
+    drop(joined);
     let fail = report.try_clone().map_err(|e| Report::Setup {
         what: "duplicate the report pipe".into(),
         errno: e.raw_os_error().unwrap_or(libc::EIO),

@@ -31,6 +31,7 @@ use isol_common::{Backend, Prepared, WorkloadExit, WorkloadSpec};
 
 pub mod cgroup;
 mod error;
+pub mod exec;
 pub mod gc;
 pub mod init;
 pub mod namespaces;
@@ -125,6 +126,16 @@ fn child_config(
     spec: &WorkloadSpec,
     steps: Vec<rootfs::Step>,
 ) -> Result<ChildConfig, ContainerError> {
+    Ok(ChildConfig {
+        steps,
+        hostname: spec.hostname.clone(),
+        workload: workload_of(spec)?,
+    })
+}
+
+/// The sandboxed process `spec` describes (identity, argv, env, cwd, rlimits, seccomp):
+/// the workload, and every `isol exec` into it (one description, one sandbox).
+pub fn workload_of(spec: &WorkloadSpec) -> Result<Workload, ContainerError> {
     let identity = isol_sandbox::privdrop::Identity {
         uid: spec.user.uid,
         gid: spec.user.gid,
@@ -137,11 +148,7 @@ fn child_config(
     workload.oom_score_adj = spec.oom_score_adj;
     workload.seccomp =
         isol_sandbox::seccomp::for_spec(&spec.seccomp).map_err(ContainerError::Seccomp)?;
-    Ok(ChildConfig {
-        steps,
-        hostname: spec.hostname.clone(),
-        workload,
-    })
+    Ok(workload)
 }
 
 /// How the run's cgroups appear under /sys/fs/cgroup inside the container.
@@ -253,9 +260,18 @@ impl Backend for ContainerBackend {
 impl Prepared for PreparedContainer {
     type Error = ContainerError;
 
-    fn run(mut self) -> Result<WorkloadExit, ContainerError> {
+    fn run_observed(
+        mut self,
+        started: &mut dyn FnMut(&isol_common::Started),
+    ) -> Result<WorkloadExit, ContainerError> {
         let prepared = self.started.elapsed();
-        let result = process::run(&self.child, &self.cgroups, self.timeout, &self.command);
+        let result = process::run(
+            &self.child,
+            &self.cgroups,
+            self.timeout,
+            &self.command,
+            started,
+        );
         let ran = self.started.elapsed();
         let mut problems = self.cgroups.remove();
         match self.record.take() {

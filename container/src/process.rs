@@ -35,7 +35,7 @@ pub const ISOL_FORWARDED: [Signal; 4] = [
 
 /// Clones the container's init into new namespaces; `None` in the child, else its pid
 /// and a pidfd (readable once the init has exited and its namespace is empty).
-fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)>> {
+pub(crate) fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)>> {
     let flags = flags.bits() as libc::c_ulong
         | libc::CLONE_PIDFD as libc::c_ulong
         | libc::SIGCHLD as libc::c_ulong;
@@ -88,7 +88,7 @@ fn pipes(with_sync: bool) -> Result<Pipes, ContainerError> {
     })
 }
 
-fn reap(pid: Pid) -> Result<WaitStatus, ContainerError> {
+pub(crate) fn reap(pid: Pid) -> Result<WaitStatus, ContainerError> {
     loop {
         match waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
@@ -103,6 +103,7 @@ pub fn run(
     cgroups: &Cgroups,
     timeout: Option<Duration>,
     command: &str,
+    started: &mut dyn FnMut(&isol_common::Started),
 ) -> Result<WorkloadExit, ContainerError> {
     let p = pipes(!cgroups.is_empty())?;
     let flags = namespaces::clone_flags(p.sync.is_some());
@@ -125,6 +126,7 @@ pub fn run(
         sync,
     } = p;
     drop(report_w);
+    let mut setup_done = None;
     if let Some((sync_r, sync_w)) = sync {
         drop(sync_r);
         let go = cgroups
@@ -146,8 +148,22 @@ pub fn run(
                 _ => Err(e),
             };
         }
+        // The init closes its end once its own setup is done (see init.rs).
+        setup_done = Some(sync_w);
     }
-    let waited = wait(pid, &pidfd, timeout).and_then(|timed_out| {
+    let mut start = Start {
+        setup_done,
+        report_r: &report_r,
+        started,
+        info: isol_common::Started {
+            pid: pid.as_raw(),
+            cgroups: cgroups.paths(),
+        },
+    };
+    if start.setup_done.is_none() {
+        start.fire();
+    }
+    let waited = wait(pid, &pidfd, timeout, Some(&mut start)).and_then(|timed_out| {
         // The init is dead and its namespace empty: every writer of the pipe is gone.
         Ok((read_reports(&report_r)?, timed_out))
     });
@@ -180,25 +196,78 @@ fn poll_timeout(deadline: Option<Instant>, timed_out: bool) -> PollTimeout {
     }
 }
 
+/// The started hook, fired once the init has finished setting up the container (it
+/// closed its end of the sync pipe) without reporting a failure: from then on only the
+/// workload's own last steps before its execve can fail.
+pub(crate) struct Start<'a> {
+    /// Our end of the sync pipe, until the setup is done.
+    pub setup_done: Option<OwnedFd>,
+    /// The report pipe: a report already there when the setup is done means it failed
+    /// (or the workload has ended already: `run_observed`'s caller sees the end).
+    pub report_r: &'a OwnedFd,
+    /// The hook.
+    pub started: &'a mut dyn FnMut(&isol_common::Started),
+    /// What it is told.
+    pub info: isol_common::Started,
+}
+
+impl Start<'_> {
+    /// Fires the hook.
+    pub fn fire(&mut self) {
+        self.setup_done = None;
+        (self.started)(&self.info);
+    }
+
+    /// The init closed its end of the sync pipe: fire unless a report is waiting.
+    fn setup_ended(&mut self) {
+        let mut fds = [PollFd::new(self.report_r.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+            self.setup_done = None;
+        } else {
+            self.fire();
+        }
+    }
+}
+
 /// Waits until the init has exited (its pidfd is readable), forwarding signals and
 /// enforcing the timeout; true when the timeout fired. Waiting on the pidfd rather than
-/// on the report pipe wakes isol once at the end instead of once per message.
-fn wait(pid: Pid, pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, ContainerError> {
+/// on the report pipe wakes isol once at the end instead of once per message (and once
+/// more when the container's setup is done, for `start`'s hook).
+pub(crate) fn wait(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    timeout: Option<Duration>,
+    mut start: Option<&mut Start<'_>>,
+) -> Result<bool, ContainerError> {
     let sigfd = forwarded_signalfd()?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
     loop {
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
         ];
+        // A pipe's write end polls POLLERR once every read end is closed.
+        if let Some(fd) = start.as_ref().and_then(|s| s.setup_done.as_ref()) {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::empty()));
+        }
         match poll(&mut fds, poll_timeout(deadline, timed_out)) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(ContainerError::Wait(e)),
             Ok(_) => {}
         }
-        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-        let (exited, sig_ready) = (ready(0), ready(1));
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (exited, sig_ready, setup_ended) = (ready(0), ready(1), ready(2));
+        drop(fds);
+        if setup_ended {
+            if let Some(s) = start.as_mut() {
+                s.setup_ended();
+            }
+        }
         if sig_ready {
             while let Ok(Some(info)) = sigfd.read_signal() {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
@@ -217,7 +286,7 @@ fn wait(pid: Pid, pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, Co
 }
 
 /// Reads the report pipe to its end.
-fn read_reports(report_r: &OwnedFd) -> Result<Vec<Report>, ContainerError> {
+pub(crate) fn read_reports(report_r: &OwnedFd) -> Result<Vec<Report>, ContainerError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -19,6 +19,20 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether process `pid`, started at `start`, still runs: same start time and not a
+/// zombie (a killed process whose parent has not reaped it yet has ended already).
+pub fn alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    !matches!(state, Some("Z" | "X")) && fields.nth(18).and_then(|s| s.parse().ok()) == Some(start)
+}
+
 /// What a record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -64,7 +78,7 @@ impl Owner {
 
     /// Whether the owning isol still runs.
     pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start)
+        alive(self.pid, self.start)
     }
 }
 
@@ -138,6 +152,25 @@ impl Drop for RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_alive_needs_start_time_and_no_zombie() {
+        let me = std::process::id() as i32;
+        assert!(alive(me, start_time(me).unwrap()));
+        assert!(!alive(me, 1));
+        assert!(!alive(-1, 0));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid).unwrap();
+        // Exited but not reaped: a zombie, not alive.
+        while fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s[s.rfind(')').unwrap()..].starts_with(") Z"))
+        {
+            std::thread::yield_now();
+        }
+        assert!(!alive(pid, start));
+        child.wait().unwrap();
+    }
 
     #[test]
     fn test_owner_round_trip() {

@@ -288,10 +288,19 @@ fn dup_stdio(fd: std::os::fd::BorrowedFd<'_>) -> Box<dyn std::io::Write + Send> 
 impl Prepared for PreparedVm {
     type Error = VmError;
 
-    fn run(self) -> Result<WorkloadExit, VmError> {
+    fn run_observed(
+        self,
+        started: &mut dyn FnMut(&isol_common::Started),
+    ) -> Result<WorkloadExit, VmError> {
         let PreparedVm {
             vm, _cgroup, _dir, ..
         } = self;
+        // The VMM is the process a supervisor holds: isol itself, or the jailed child.
+        let (pid, cgroups) = match &vm {
+            Vm::Local(_) => (nix::unistd::getpid().as_raw(), Vec::new()),
+            Vm::Jailed(j) => (j.pid().as_raw(), Vec::new()),
+        };
+        started(&isol_common::Started { pid, cgroups });
         match vm {
             Vm::Local(local) => local.run(),
             Vm::Jailed(jailed) => jailed::run(jailed),
