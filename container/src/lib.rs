@@ -35,6 +35,7 @@ pub mod gc;
 pub mod init;
 pub mod namespaces;
 pub mod process;
+pub mod pty;
 pub mod record;
 pub mod rootfs;
 pub use isol_sandbox::syscall;
@@ -135,6 +136,7 @@ fn child_config(
         .map_err(|_| ContainerError::Nul { what: "command" })?;
     workload.rlimits.clone_from(&spec.rlimits);
     workload.oom_score_adj = spec.oom_score_adj;
+    workload.terminal = spec.terminal;
     workload.seccomp =
         isol_sandbox::seccomp::for_spec(&spec.seccomp).map_err(ContainerError::Seccomp)?;
     Ok(ChildConfig {

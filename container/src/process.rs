@@ -3,7 +3,12 @@
 //! forwarding signals isol receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, blocked by the CLI
 //! and taken here with a signalfd), the timeout, and the outcome. Also the few
 //! process-level primitives (clone, fork, _exit, signal reset) the container side uses:
-//! with `syscall/linux.rs`, the only `unsafe` of this crate.
+//! with `syscall/linux.rs` and `pty.rs`, the only `unsafe` of this crate.
+//!
+//! With `-t` ([`Workload::terminal`](isol_sandbox::workload::Workload)), the init passes
+//! back the master of a pty of the container's own devpts ([`crate::pty`]) and the same
+//! wait loop also drives an [`isol_term::Session`] (caller's terminal raw, bytes both
+//! ways, SIGWINCH -> TIOCSWINSZ); without it nothing of that exists or is polled.
 
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -23,7 +28,9 @@ use crate::cgroup::Cgroups;
 use crate::error::ContainerError;
 use crate::init::{self, ChildConfig};
 use crate::namespaces;
+use crate::pty;
 use isol_sandbox::report::{Outcome, Report};
+use isol_term::{Session, Slot};
 
 /// The signals isol forwards (the CLI blocks them in every thread before `prepare`).
 pub const ISOL_FORWARDED: [Signal; 4] = [
@@ -70,21 +77,29 @@ fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)>> {
     }
 }
 
-/// The pipes between isol and the init.
+/// The pipes between isol and the init (and, with `-t`, the socketpair the pty master
+/// comes back on: isol's end, the init's end).
 struct Pipes {
     report_r: OwnedFd,
     report_w: OwnedFd,
     sync: Option<(OwnedFd, OwnedFd)>,
+    tty: Option<(OwnedFd, OwnedFd)>,
 }
 
-fn pipes(with_sync: bool) -> Result<Pipes, ContainerError> {
+fn pipes(with_sync: bool, with_tty: bool) -> Result<Pipes, ContainerError> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ContainerError::Pipe);
     let (report_r, report_w) = pipe()?;
     let sync = if with_sync { Some(pipe()?) } else { None };
+    let tty = if with_tty {
+        Some(pty::channel().map_err(ContainerError::Pty)?)
+    } else {
+        None
+    };
     Ok(Pipes {
         report_r,
         report_w,
         sync,
+        tty,
     })
 }
 
@@ -104,27 +119,37 @@ pub fn run(
     timeout: Option<Duration>,
     command: &str,
 ) -> Result<WorkloadExit, ContainerError> {
-    let p = pipes(!cgroups.is_empty())?;
+    let p = pipes(!cgroups.is_empty(), cfg.workload.terminal)?;
     let flags = namespaces::clone_flags(p.sync.is_some());
     let Some((pid, pidfd)) = clone_init(flags).map_err(ContainerError::Clone)? else {
         let Pipes {
             report_r,
             report_w,
             sync,
+            tty,
         } = p;
         drop(report_r);
         let sync_r = sync.map(|(r, w)| {
             drop(w);
             r
         });
-        init::init_main(cfg, report_w, sync_r)
+        let tty = tty.map(|(isol, init)| {
+            drop(isol);
+            init
+        });
+        init::init_main(cfg, report_w, sync_r, tty)
     };
     let Pipes {
         report_r,
         report_w,
         sync,
+        tty,
     } = p;
     drop(report_w);
+    let tty = tty.map(|(isol, init)| {
+        drop(init);
+        isol
+    });
     if let Some((sync_r, sync_w)) = sync {
         drop(sync_r);
         let go = cgroups
@@ -147,7 +172,18 @@ pub fn run(
             };
         }
     }
-    let waited = wait(pid, &pidfd, timeout).and_then(|timed_out| {
+    // With -t: the master (none when the init failed first: its report says why), then
+    // the caller's terminal goes raw until this function returns.
+    let master = match tty.as_ref().map(pty::recv_master).transpose() {
+        Ok(m) => m.flatten(),
+        Err(e) => return abort(pid, ContainerError::Pty(e)),
+    };
+    let mut session = match master.as_ref().map(|m| Session::start(m.as_fd())) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return abort(pid, ContainerError::Terminal(e)),
+    };
+    let waited = wait(pid, &pidfd, timeout, session.as_mut()).and_then(|timed_out| {
         // The init is dead and its namespace empty: every writer of the pipe is gone.
         Ok((read_reports(&report_r)?, timed_out))
     });
@@ -159,10 +195,25 @@ pub fn run(
     outcome(&reports, status, timed_out, command)
 }
 
-fn forwarded_signalfd() -> Result<SignalFd, ContainerError> {
+/// Kills and reaps the init after isol's own failure.
+fn abort(pid: Pid, e: ContainerError) -> Result<WorkloadExit, ContainerError> {
+    let _ = kill(pid, Signal::SIGKILL);
+    reap(pid)?;
+    Err(e)
+}
+
+/// The signalfd of the forwarded signals, and with a terminal SIGWINCH too (blocked
+/// here: isol is single-threaded in container mode).
+fn forwarded_signalfd(winch: bool) -> Result<SignalFd, ContainerError> {
     let mut set = SigSet::empty();
     for s in ISOL_FORWARDED {
         set.add(s);
+    }
+    if winch {
+        let mut w = SigSet::empty();
+        w.add(Signal::SIGWINCH);
+        w.thread_block().map_err(ContainerError::Signalfd)?;
+        set.add(Signal::SIGWINCH);
     }
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(ContainerError::Signalfd)
@@ -183,30 +234,59 @@ fn poll_timeout(deadline: Option<Instant>, timed_out: bool) -> PollTimeout {
 /// Waits until the init has exited (its pidfd is readable), forwarding signals and
 /// enforcing the timeout; true when the timeout fired. Waiting on the pidfd rather than
 /// on the report pipe wakes isol once at the end instead of once per message.
-fn wait(pid: Pid, pidfd: &OwnedFd, timeout: Option<Duration>) -> Result<bool, ContainerError> {
-    let sigfd = forwarded_signalfd()?;
+/// With a terminal `tty`, the same loop pumps its bytes and follows SIGWINCH.
+fn wait(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    timeout: Option<Duration>,
+    mut tty: Option<&mut Session<'_>>,
+) -> Result<bool, ContainerError> {
+    let sigfd = forwarded_signalfd(tty.is_some())?;
+    if let Some(t) = tty.as_deref() {
+        // A resize between Session::start and the block above is not lost.
+        t.resize();
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
     loop {
-        let mut fds = [
+        let (slots, tty_fds): (Vec<Slot>, Vec<PollFd>) = tty
+            .as_deref()
+            .map(|t| t.pump.interests())
+            .unwrap_or_default()
+            .into_iter()
+            .unzip();
+        let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
         ];
+        fds.extend(tty_fds);
         match poll(&mut fds, poll_timeout(deadline, timed_out)) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(ContainerError::Wait(e)),
             Ok(_) => {}
         }
-        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-        let (exited, sig_ready) = (ready(0), ready(1));
+        let revents = |i: usize| fds[i].revents().unwrap_or(PollFlags::empty());
+        let (exited, sig_ready) = (!revents(0).is_empty(), !revents(1).is_empty());
         if sig_ready {
             while let Ok(Some(info)) = sigfd.read_signal() {
-                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    let _ = kill(pid, sig);
+                match (Signal::try_from(info.ssi_signo as i32), tty.as_deref()) {
+                    (Ok(Signal::SIGWINCH), Some(t)) => t.resize(),
+                    (Ok(sig), _) => drop(kill(pid, sig)),
+                    (Err(_), _) => {}
                 }
             }
         }
+        if let Some(t) = tty.as_deref_mut() {
+            for (i, slot) in slots.iter().enumerate() {
+                t.pump
+                    .ready(*slot, revents(i + 2))
+                    .map_err(ContainerError::Terminal)?;
+            }
+        }
         if exited {
+            if let Some(t) = tty {
+                t.pump.finish().map_err(ContainerError::Terminal)?;
+            }
             return Ok(timed_out);
         }
         if !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
