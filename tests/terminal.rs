@@ -226,6 +226,19 @@ fn tty_settings_restored_after_workload_sigkill_and_signal_to_isol() {
     t.wait_for("rc2=143");
     t.wait_for("TWO");
     assert_eq!(saved_stty(&dir, "before"), saved_stty(&dir, "after2"));
+    // A signal isol does not forward without -t (SIGUSR1 would kill it, terminal raw):
+    // with -t it is forwarded too, and the terminal is restored. Under `sh -c`, because
+    // bash itself restores the terminal after a job that dies of a signal.
+    t.line(&format!(
+        "sh -c '{} run -it -- sleep 1013; echo rc3=$?'; stty -g > {d}/after3; echo THR''EE",
+        isol()
+    ));
+    wait_for_process("^sleep 1013$");
+    let me = wait_for_process("isol run -it -- sleep 1013$");
+    run_ok(Command::new("kill").args(["-USR1", &me]));
+    t.wait_for("rc3=138");
+    t.wait_for("THREE");
+    assert_eq!(saved_stty(&dir, "before"), saved_stty(&dir, "after3"));
 }
 
 /// Pushes argv[1] and a newline into the input of the terminal on fd 0 (TIOCSTI).

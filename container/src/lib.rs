@@ -38,6 +38,7 @@ pub mod process;
 pub mod pty;
 pub mod record;
 pub mod rootfs;
+mod signals;
 pub use isol_sandbox::syscall;
 
 pub use error::ContainerError;

@@ -19,8 +19,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -29,16 +28,10 @@ use crate::error::ContainerError;
 use crate::init::{self, ChildConfig};
 use crate::namespaces;
 use crate::pty;
+pub use crate::signals::ISOL_FORWARDED;
+use crate::signals::{forwarded_signalfd, tty_taken};
 use isol_sandbox::report::{Outcome, Report};
 use isol_term::{Session, Slot};
-
-/// The signals isol forwards (the CLI blocks them in every thread before `prepare`).
-pub const ISOL_FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
 
 /// Clones the container's init into new namespaces; `None` in the child, else its pid
 /// and a pidfd (readable once the init has exited and its namespace is empty).
@@ -178,6 +171,11 @@ pub fn run(
         Ok(m) => m.flatten(),
         Err(e) => return abort(pid, ContainerError::Pty(e)),
     };
+    if master.is_some() {
+        if let Err(e) = tty_taken().thread_block() {
+            return abort(pid, ContainerError::Signalfd(e));
+        }
+    }
     let mut session = match master.as_ref().map(|m| Session::start(m.as_fd())) {
         None => None,
         Some(Ok(s)) => Some(s),
@@ -200,23 +198,6 @@ fn abort(pid: Pid, e: ContainerError) -> Result<WorkloadExit, ContainerError> {
     let _ = kill(pid, Signal::SIGKILL);
     reap(pid)?;
     Err(e)
-}
-
-/// The signalfd of the forwarded signals, and with a terminal SIGWINCH too (blocked
-/// here: isol is single-threaded in container mode).
-fn forwarded_signalfd(winch: bool) -> Result<SignalFd, ContainerError> {
-    let mut set = SigSet::empty();
-    for s in ISOL_FORWARDED {
-        set.add(s);
-    }
-    if winch {
-        let mut w = SigSet::empty();
-        w.add(Signal::SIGWINCH);
-        w.thread_block().map_err(ContainerError::Signalfd)?;
-        set.add(Signal::SIGWINCH);
-    }
-    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(ContainerError::Signalfd)
 }
 
 fn poll_timeout(deadline: Option<Instant>, timed_out: bool) -> PollTimeout {
