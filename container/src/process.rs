@@ -222,11 +222,8 @@ fn wait(
     timeout: Option<Duration>,
     mut tty: Option<&mut Session<'_>>,
 ) -> Result<bool, ContainerError> {
+    // SIGWINCH is blocked (pending, not lost) since before Session::start's resize.
     let sigfd = forwarded_signalfd(tty.is_some())?;
-    if let Some(t) = tty.as_deref() {
-        // A resize between Session::start and the block above is not lost.
-        t.resize();
-    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
     loop {
