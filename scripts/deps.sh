@@ -13,6 +13,7 @@ packages=(
   qemu-system-x86                                 # nested lab on PVM hosts; benchmark baseline
   runc crun bubblewrap util-linux hyperfine time  # benchmark baselines and tools
   e2fsprogs iproute2 strace
+  tmux                                            # tests/terminal.rs: isol run -t in real terminals
 )
 missing=()
 for p in "${packages[@]}"; do

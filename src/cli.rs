@@ -133,9 +133,24 @@ pub struct RunArgs {
     /// -d|--detach, --name.
     #[command(flatten)]
     pub detach: lc::DetachArgs,
+    /// Terminal options (-i, -t).
+    #[command(flatten)]
+    pub term: TermArgs,
     /// The workload.
     #[command(flatten)]
     pub workload: WorkloadArgs,
+}
+
+/// `-i` / `-t` of `isol run` (docker's).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct TermArgs {
+    /// Keep stdin attached (it always is: accepted for docker's `-it`).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the workload a terminal of its own (a pty), wired to isol's terminal in raw
+    /// mode; isol's stdin must be a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
 }
 
 /// `isol compare`.

@@ -7,7 +7,7 @@ use isol_container::{ContainerBackend, ContainerOptions};
 use isol_vmm::{VmBackend, VmOptions, VmmJail, VmmSeccomp};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::cli::{BootArgs, KernelArgs, OnOff, RunArgs, WorkloadArgs};
+use crate::cli::{BootArgs, KernelArgs, OnOff, RunArgs, TermArgs, WorkloadArgs};
 
 /// Errors `main` prints with their causes, then exits 125.
 pub type CliResult = Result<i32, Box<dyn Error + Send + Sync + 'static>>;
@@ -132,8 +132,21 @@ pub fn run(args: &RunArgs) -> CliResult {
         return Err("--name names a detached run: add -d (--detach)".into());
     }
     block_forwarded_signals()?;
-    let spec = resolve_spec(&args.workload, args.mode.clone())?;
+    let mut spec = resolve_spec(&args.workload, args.mode.clone())?;
+    spec.terminal = terminal(args.term, spec.mode)?;
     run_spec(&spec, &args.workload)
+}
+
+/// `-t`: isol's stdin must be a terminal; refused before anything starts (exit 125).
+fn terminal(t: TermArgs, mode: Mode) -> Result<bool, Box<dyn Error + Send + Sync>> {
+    if !t.tty {
+        return Ok(false);
+    }
+    if mode == Mode::Vm {
+        return Err("-t/--tty is not available with --mode vm yet (container mode only)".into());
+    }
+    isol_term::require_tty(std::io::stdin())?;
+    Ok(true)
 }
 
 /// `isol kernel`.

@@ -111,6 +111,9 @@ pub struct WorkloadSpec {
     pub rlimits: Vec<Rlimit>,
     /// The workload's oom_score_adj (-1000..=1000, default 0).
     pub oom_score_adj: i32,
+    /// Give the workload a pty of its own as stdin/stdout/stderr and controlling
+    /// terminal (`isol run -t`; OCI's `process.terminal`). Set by the CLI, not the file.
+    pub terminal: bool,
 }
 
 /// Default `PATH` inside the workload (docker's).
@@ -515,6 +518,7 @@ impl WorkloadSpec {
             seccomp,
             rlimits,
             oom_score_adj,
+            terminal: false,
         })
     }
 }

@@ -66,6 +66,12 @@ pub enum ContainerError {
     /// The spec's seccomp profile cannot be used.
     #[error("Cannot make the workload's seccomp filter")]
     Seccomp(#[source] isol_sandbox::seccomp::SeccompError),
+    /// The pty master could not be received from the init (`-t`).
+    #[error("Cannot receive the workload's terminal from the container's init")]
+    Pty(#[source] Errno),
+    /// The caller's side of `-t` failed.
+    #[error("Cannot run the workload's terminal")]
+    Terminal(#[source] isol_term::TermError),
     /// The init exited without saying why.
     #[error("The container's init exited with status {code} without a report")]
     InitExited {

@@ -127,7 +127,7 @@ pub fn exec(init: &OwnedFd, cgroups: &[PathBuf], w: &Workload) -> Result<Workloa
         })
     };
     drop((report_w, alive_r));
-    let waited = process::wait(pid, &pidfd, None, None);
+    let waited = process::wait(pid, &pidfd, None, None, None);
     drop(alive_w);
     let status = process::reap(pid).map_err(ExecError::Wait)?;
     waited.map_err(ExecError::Wait)?;

@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 
 use crate::namespaces;
+use crate::pty;
 use crate::rootfs::{self, Step};
 use crate::syscall::linux::LinuxSyscall;
 
@@ -42,9 +43,15 @@ fn setup_err(what: &str) -> impl FnOnce(Errno) -> Report + '_ {
     }
 }
 
-/// Entry point of the init after the clone. Never returns.
-pub fn init_main(cfg: &ChildConfig, report: OwnedFd, sync: Option<OwnedFd>) -> ! {
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| init(cfg, &report, sync)));
+/// Entry point of the init after the clone. Never returns. `tty` (with `-t`) is the
+/// socket the pty master goes back to isol on.
+pub fn init_main(
+    cfg: &ChildConfig,
+    report: OwnedFd,
+    sync: Option<OwnedFd>,
+    tty: Option<OwnedFd>,
+) -> ! {
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| init(cfg, &report, sync, tty)));
     let code = match result {
         Ok(Ok(())) => 0,
         Ok(Err(r)) => {
@@ -65,7 +72,21 @@ fn isol_gone(report: &OwnedFd) -> bool {
             .is_some_and(|r| r.contains(PollFlags::POLLERR))
 }
 
-fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<(), Report> {
+/// With `-t`: a pty of the container's devpts (now mounted), its master sent to isol
+/// over `sock`; returns the slave, the workload's stdio.
+fn terminal(cfg: &ChildConfig, sock: OwnedFd) -> Result<OwnedFd, Report> {
+    let id = &cfg.workload.identity;
+    let (master, slave) = pty::open_pty(id.uid, id.gid).map_err(|(what, e)| setup_err(what)(e))?;
+    pty::send_master(&sock, &master).map_err(setup_err("pass the pty's master to isol"))?;
+    Ok(slave)
+}
+
+fn init(
+    cfg: &ChildConfig,
+    report: &OwnedFd,
+    sync: Option<OwnedFd>,
+    tty: Option<OwnedFd>,
+) -> Result<(), Report> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(setup_err("set the parent-death signal"))?;
     if isol_gone(report) {
@@ -96,7 +117,14 @@ fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<()
         what: "duplicate the report pipe".into(),
         errno: e.raw_os_error().unwrap_or(libc::EIO),
     })?;
-    supervisor::run(&LinuxSyscall, report, fail, |fail| {
+    let slave = tty.map(|sock| terminal(cfg, sock)).transpose()?;
+    // The closure owns the slave: the init drops it unrun, so only the workload holds it.
+    supervisor::run(&LinuxSyscall, report, fail, move |fail| {
+        if let Some(s) = &slave {
+            if let Err(e) = pty::slave_as_stdio(s) {
+                return setup_err("make the pty its stdin, stdout and stderr")(e);
+            }
+        }
         workload::exec(&LinuxSyscall, &cfg.workload, fail)
     })
 }

@@ -36,8 +36,10 @@ pub mod gc;
 pub mod init;
 pub mod namespaces;
 pub mod process;
+pub mod pty;
 pub mod record;
 pub mod rootfs;
+mod signals;
 pub use isol_sandbox::syscall;
 
 pub use error::ContainerError;
@@ -146,6 +148,7 @@ pub fn workload_of(spec: &WorkloadSpec) -> Result<Workload, ContainerError> {
         .map_err(|_| ContainerError::Nul { what: "command" })?;
     workload.rlimits.clone_from(&spec.rlimits);
     workload.oom_score_adj = spec.oom_score_adj;
+    workload.terminal = spec.terminal;
     workload.seccomp =
         isol_sandbox::seccomp::for_spec(&spec.seccomp).map_err(ContainerError::Seccomp)?;
     Ok(workload)

@@ -3,7 +3,12 @@
 //! forwarding signals isol receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, blocked by the CLI
 //! and taken here with a signalfd), the timeout, and the outcome. Also the few
 //! process-level primitives (clone, fork, _exit, signal reset) the container side uses:
-//! with `syscall/linux.rs`, the only `unsafe` of this crate.
+//! with `syscall/linux.rs` and `pty.rs`, the only `unsafe` of this crate.
+//!
+//! With `-t` ([`Workload::terminal`](isol_sandbox::workload::Workload)), the init passes
+//! back the master of a pty of the container's own devpts ([`crate::pty`]) and the same
+//! wait loop also drives an [`isol_term::Session`] (caller's terminal raw, bytes both
+//! ways, SIGWINCH -> TIOCSWINSZ); without it nothing of that exists or is polled.
 
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -14,8 +19,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -23,15 +27,11 @@ use crate::cgroup::Cgroups;
 use crate::error::ContainerError;
 use crate::init::{self, ChildConfig};
 use crate::namespaces;
+use crate::pty;
+pub use crate::signals::ISOL_FORWARDED;
+use crate::signals::{forwarded_signalfd, tty_taken};
 use isol_sandbox::report::{Outcome, Report};
-
-/// The signals isol forwards (the CLI blocks them in every thread before `prepare`).
-pub const ISOL_FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
+use isol_term::{Session, Slot};
 
 /// Clones the container's init into new namespaces; `None` in the child, else its pid
 /// and a pidfd (readable once the init has exited and its namespace is empty).
@@ -70,21 +70,29 @@ pub(crate) fn clone_init(flags: CloneFlags) -> nix::Result<Option<(Pid, OwnedFd)
     }
 }
 
-/// The pipes between isol and the init.
+/// The pipes between isol and the init (and, with `-t`, the socketpair the pty master
+/// comes back on: isol's end, the init's end).
 struct Pipes {
     report_r: OwnedFd,
     report_w: OwnedFd,
     sync: Option<(OwnedFd, OwnedFd)>,
+    tty: Option<(OwnedFd, OwnedFd)>,
 }
 
-fn pipes(with_sync: bool) -> Result<Pipes, ContainerError> {
+fn pipes(with_sync: bool, with_tty: bool) -> Result<Pipes, ContainerError> {
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ContainerError::Pipe);
     let (report_r, report_w) = pipe()?;
     let sync = if with_sync { Some(pipe()?) } else { None };
+    let tty = if with_tty {
+        Some(pty::channel().map_err(ContainerError::Pty)?)
+    } else {
+        None
+    };
     Ok(Pipes {
         report_r,
         report_w,
         sync,
+        tty,
     })
 }
 
@@ -105,28 +113,38 @@ pub fn run(
     command: &str,
     started: &mut dyn FnMut(&isol_common::Started),
 ) -> Result<WorkloadExit, ContainerError> {
-    let p = pipes(!cgroups.is_empty())?;
+    let p = pipes(!cgroups.is_empty(), cfg.workload.terminal)?;
     let flags = namespaces::clone_flags(p.sync.is_some());
     let Some((pid, pidfd)) = clone_init(flags).map_err(ContainerError::Clone)? else {
         let Pipes {
             report_r,
             report_w,
             sync,
+            tty,
         } = p;
         drop(report_r);
         let sync_r = sync.map(|(r, w)| {
             drop(w);
             r
         });
-        init::init_main(cfg, report_w, sync_r)
+        let tty = tty.map(|(isol, init)| {
+            drop(isol);
+            init
+        });
+        init::init_main(cfg, report_w, sync_r, tty)
     };
     let Pipes {
         report_r,
         report_w,
         sync,
+        tty,
     } = p;
     drop(report_w);
     let mut setup_done = None;
+    let tty = tty.map(|(isol, init)| {
+        drop(init);
+        isol
+    });
     if let Some((sync_r, sync_w)) = sync {
         drop(sync_r);
         let go = cgroups
@@ -151,6 +169,22 @@ pub fn run(
         // The init closes its end once its own setup is done (see init.rs).
         setup_done = Some(sync_w);
     }
+    // With -t: the master (none when the init failed first: its report says why), then
+    // the caller's terminal goes raw until this function returns.
+    let master = match tty.as_ref().map(pty::recv_master).transpose() {
+        Ok(m) => m.flatten(),
+        Err(e) => return abort(pid, ContainerError::Pty(e)),
+    };
+    if master.is_some() {
+        if let Err(e) = tty_taken().thread_block() {
+            return abort(pid, ContainerError::Signalfd(e));
+        }
+    }
+    let mut session = match master.as_ref().map(|m| Session::start(m.as_fd())) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return abort(pid, ContainerError::Terminal(e)),
+    };
     let mut start = Start {
         setup_done,
         report_r: &report_r,
@@ -163,10 +197,11 @@ pub fn run(
     if start.setup_done.is_none() {
         start.fire();
     }
-    let waited = wait(pid, &pidfd, timeout, Some(&mut start)).and_then(|timed_out| {
-        // The init is dead and its namespace empty: every writer of the pipe is gone.
-        Ok((read_reports(&report_r)?, timed_out))
-    });
+    let waited =
+        wait(pid, &pidfd, timeout, Some(&mut start), session.as_mut()).and_then(|timed_out| {
+            // The init is dead and its namespace empty: every writer of the pipe is gone.
+            Ok((read_reports(&report_r)?, timed_out))
+        });
     if waited.is_err() {
         let _ = kill(pid, Signal::SIGKILL);
     }
@@ -175,13 +210,11 @@ pub fn run(
     outcome(&reports, status, timed_out, command)
 }
 
-fn forwarded_signalfd() -> Result<SignalFd, ContainerError> {
-    let mut set = SigSet::empty();
-    for s in ISOL_FORWARDED {
-        set.add(s);
-    }
-    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(ContainerError::Signalfd)
+/// Kills and reaps the init after isol's own failure.
+fn abort(pid: Pid, e: ContainerError) -> Result<WorkloadExit, ContainerError> {
+    let _ = kill(pid, Signal::SIGKILL);
+    reap(pid)?;
+    Err(e)
 }
 
 fn poll_timeout(deadline: Option<Instant>, timed_out: bool) -> PollTimeout {
@@ -232,50 +265,74 @@ impl Start<'_> {
 /// Waits until the init has exited (its pidfd is readable), forwarding signals and
 /// enforcing the timeout; true when the timeout fired. Waiting on the pidfd rather than
 /// on the report pipe wakes isol once at the end instead of once per message (and once
-/// more when the container's setup is done, for `start`'s hook).
+/// more when the container's setup is done, for `start`'s hook). With a terminal `tty`,
+/// the same loop pumps its bytes and follows SIGWINCH.
 pub(crate) fn wait(
     pid: Pid,
     pidfd: &OwnedFd,
     timeout: Option<Duration>,
     mut start: Option<&mut Start<'_>>,
+    mut tty: Option<&mut Session<'_>>,
 ) -> Result<bool, ContainerError> {
-    let sigfd = forwarded_signalfd()?;
+    // SIGWINCH is blocked (pending, not lost) since before Session::start's resize.
+    let sigfd = forwarded_signalfd(tty.is_some())?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut timed_out = false;
     loop {
+        let (slots, tty_fds): (Vec<Slot>, Vec<PollFd>) = tty
+            .as_deref()
+            .map(|t| t.pump.interests())
+            .unwrap_or_default()
+            .into_iter()
+            .unzip();
         let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
         ];
         // A pipe's write end polls POLLERR once every read end is closed.
-        if let Some(fd) = start.as_ref().and_then(|s| s.setup_done.as_ref()) {
+        let setup_fd = start.as_ref().and_then(|s| s.setup_done.as_ref());
+        if let Some(fd) = setup_fd {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::empty()));
         }
+        let tty_base = fds.len();
+        fds.extend(tty_fds);
         match poll(&mut fds, poll_timeout(deadline, timed_out)) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(ContainerError::Wait(e)),
             Ok(_) => {}
         }
-        let ready = |i: usize| {
-            fds.get(i)
-                .and_then(PollFd::revents)
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (exited, sig_ready, setup_ended) = (ready(0), ready(1), ready(2));
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
         drop(fds);
-        if setup_ended {
+        let ready = |i: usize| revents.get(i).is_some_and(|r| !r.is_empty());
+        let (exited, sig_ready) = (ready(0), ready(1));
+        if tty_base == 3 && ready(2) {
             if let Some(s) = start.as_mut() {
                 s.setup_ended();
             }
         }
         if sig_ready {
             while let Ok(Some(info)) = sigfd.read_signal() {
-                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    let _ = kill(pid, sig);
+                match (Signal::try_from(info.ssi_signo as i32), tty.as_deref()) {
+                    (Ok(Signal::SIGWINCH), Some(t)) => t.resize(),
+                    (Ok(sig), _) => drop(kill(pid, sig)),
+                    (Err(_), _) => {}
                 }
             }
         }
+        if let Some(t) = tty.as_deref_mut() {
+            for (i, slot) in slots.iter().enumerate() {
+                t.pump
+                    .ready(*slot, revents[i + tty_base])
+                    .map_err(ContainerError::Terminal)?;
+            }
+        }
         if exited {
+            if let Some(t) = tty {
+                t.pump.finish().map_err(ContainerError::Terminal)?;
+            }
             return Ok(timed_out);
         }
         if !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {

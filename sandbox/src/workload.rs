@@ -2,7 +2,9 @@
 //! (the container's workload and the guest's run exactly this list, in this order):
 //!
 //! 1. `setsid`: its own session and process group, no controlling terminal, so TIOCSTI
-//!    or job control on an inherited terminal cannot reach the caller's session;
+//!    or job control on an inherited terminal cannot reach the caller's session; with
+//!    [`Workload::terminal`] (`isol run -t`), its stdin (the workload's own pty, never
+//!    the caller's terminal) then becomes that new session's controlling terminal;
 //! 2. a fresh anonymous session keyring (`KEYCTL_JOIN_SESSION_KEYRING`), so keys of the
 //!    caller's session are not reachable (a kernel without keyrings: nothing to hide);
 //! 3. rlimits and oom_score_adj from the spec (while CAP_SYS_RESOURCE may still be held);
@@ -55,6 +57,8 @@ pub struct Workload {
     pub oom_score_adj: i32,
     /// The seccomp filter (`None`: unconfined).
     pub seccomp: Option<Filter>,
+    /// Its stdin is a pty of its own (`isol run -t`) to make its controlling terminal.
+    pub terminal: bool,
 }
 
 impl Workload {
@@ -82,6 +86,7 @@ impl Workload {
             rlimits: isol_common::spec::DEFAULT_RLIMITS.to_vec(),
             oom_score_adj: 0,
             seccomp: None,
+            terminal: false,
         })
     }
 }
@@ -109,6 +114,10 @@ pub fn exec(sys: &dyn Syscall, w: &Workload, report: &OwnedFd) -> Report {
 fn prepare(sys: &dyn Syscall, w: &Workload, report: &OwnedFd) -> Result<OwnedFd, Report> {
     sys.setsid()
         .map_err(setup("start a new session (setsid)"))?;
+    if w.terminal {
+        sys.set_controlling_tty()
+            .map_err(setup("make the pty the controlling terminal (TIOCSCTTY)"))?;
+    }
     match sys.join_session_keyring() {
         Ok(()) | Err(Errno::ENOSYS) => {}
         Err(e) => return Err(setup("join a new session keyring")(e)),
@@ -205,6 +214,18 @@ mod tests {
                 format!("seccomp {n} insns"),
                 "execve_stub [/a/sh,/b/sh,,sh,-c]".into(),
             ]
+        );
+    }
+
+    #[test]
+    fn test_terminal_becomes_controlling_right_after_setsid() {
+        let fake = FakeSyscall::default();
+        let mut w = workload(0);
+        w.terminal = true;
+        exec(&fake, &w, &report_fd());
+        assert_eq!(
+            steps(&fake)[..3],
+            ["setsid", "set_controlling_tty", "join_session_keyring"]
         );
     }
 

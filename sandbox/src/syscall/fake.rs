@@ -174,6 +174,9 @@ impl Syscall for FakeSyscall {
     fn setsid(&self) -> nix::Result<()> {
         self.record("setsid".into())
     }
+    fn set_controlling_tty(&self) -> nix::Result<()> {
+        self.record("set_controlling_tty".into())
+    }
     fn join_session_keyring(&self) -> nix::Result<()> {
         self.record("join_session_keyring".into())
     }

@@ -265,6 +265,13 @@ impl Syscall for LinuxSyscall {
         nix::unistd::setsid().map(drop)
     }
 
+    fn set_controlling_tty(&self) -> nix::Result<()> {
+        // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal a terminal that
+        // is another session's); no memory is passed.
+        let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+        Errno::result(rc).map(drop)
+    }
+
     fn join_session_keyring(&self) -> nix::Result<()> {
         // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) passes a null name (an
         // anonymous keyring); the kernel reads no memory of ours.

@@ -69,6 +69,9 @@ pub trait Syscall {
     fn set_no_new_privs(&self) -> nix::Result<()>;
     /// setsid(2): a new session without a controlling terminal.
     fn setsid(&self) -> nix::Result<()>;
+    /// ioctl(0, TIOCSCTTY, 0): the terminal on fd 0 becomes the controlling terminal of
+    /// the session the caller leads (`isol run -t`: the workload's own pty).
+    fn set_controlling_tty(&self) -> nix::Result<()>;
     /// keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring.
     fn join_session_keyring(&self) -> nix::Result<()>;
     /// setrlimit(2) (prlimit64 on the calling process).
