@@ -195,6 +195,7 @@ fn vmm_jail(switch: OnOff) -> VmmJail {
 pub fn gc() -> CliResult {
     let mut removed = isol_container::gc()?;
     removed.extend(isol_vmm::gc()?);
+    removed.extend(isol_sandbox::net::host::gc()?);
     for r in &removed {
         println!("removed {r}");
     }

@@ -66,6 +66,9 @@ pub enum ContainerError {
     /// The spec's seccomp profile cannot be used.
     #[error("Cannot make the workload's seccomp filter")]
     Seccomp(#[source] isol_sandbox::seccomp::SeccompError),
+    /// The bridge network could not be set up.
+    #[error("Cannot set up the bridge network")]
+    Network(#[source] isol_sandbox::net::host::NetError),
     /// The init exited without saying why.
     #[error("The container's init exited with status {code} without a report")]
     InitExited {

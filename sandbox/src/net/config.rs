@@ -30,7 +30,8 @@ pub struct InterfaceConfig {
 }
 
 /// Configures the workload's interface from inside its network namespace: renames the
-/// link to eth0 with the MTU, adds the address, brings it up, adds the default route.
+/// link to eth0 with the MTU, turns IPv6 off on it, adds the address, brings it up, adds
+/// the default route. Needs the namespace's /proc/sys/net (any procfs mounted there).
 /// On failure, says which step failed.
 pub fn configure(cfg: &InterfaceConfig) -> Result<(), (&'static str, Errno)> {
     let mut nl = Netlink::open().map_err(|e| ("open a netlink socket", e))?;
@@ -39,6 +40,20 @@ pub fn configure(cfg: &InterfaceConfig) -> Result<(), (&'static str, Errno)> {
         .map_err(|e| ("rename the network link to eth0", e))?;
     nl.set_mtu(index, cfg.mtu)
         .map_err(|e| ("set the MTU of eth0", e))?;
+    // IPv4 only: no IPv6 (not even link-local) beyond loopback. A kernel without IPv6
+    // has no such file.
+    match std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{IFNAME}/disable_ipv6"),
+        "1",
+    ) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err((
+                "turn IPv6 off on eth0",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            ))
+        }
+        _ => {}
+    }
     nl.add_address(index, cfg.address, cfg.prefix)
         .map_err(|e| ("add the address of eth0", e))?;
     nl.set_up(index).map_err(|e| ("bring eth0 up", e))?;
