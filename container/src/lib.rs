@@ -203,7 +203,6 @@ fn attach_network(
         run: id,
     })
     .map_err(ContainerError::Network)?;
-    network::plug(&att).map_err(ContainerError::Network)?;
     Ok(Some(att))
 }
 

@@ -134,8 +134,9 @@ pub fn run(
             .and_then(|()| match net {
                 // A pid is positive.
                 #[allow(clippy::cast_sign_loss)]
-                Some(att) => crate::network::hand_over(att, pid.as_raw() as u32)
-                    .map_err(ContainerError::Network),
+                Some(att) => {
+                    crate::network::plug(att, pid.as_raw() as u32).map_err(ContainerError::Network)
+                }
                 None => Ok(()),
             })
             .and_then(|()| {

@@ -119,7 +119,8 @@ impl Lab {
     /// What must be back as it was after runs: links, nft ruleset, ip_forward, leases.
     pub fn state(&self) -> String {
         // Names and addresses (a link's carrier state may still change after setup).
-        let links = self.host_sh("ip -o link | awk '{print $2}'; ip -o addr | awk '{print $2, $4}'");
+        let links =
+            self.host_sh("ip -o link | awk '{print $2}'; ip -o addr | awk '{print $2, $4}'");
         let nft = self.host_sh("nft list ruleset");
         let fwd = self.host_sh("cat /proc/sys/net/ipv4/ip_forward");
         format!(

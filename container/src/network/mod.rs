@@ -2,10 +2,10 @@
 //! bridge, lease, nftables, /etc files, the interface config the init applies) is the
 //! sandbox's, the same for VM mode (`isol_sandbox::net`).
 //!
-//! isol creates the pair before the clone (host end `isolh<addr>` on the bridge, up;
-//! the other end `isolp<addr>`, down), moves the other end into the init's network
-//! namespace once the init exists, and only then lets the init go on; the init renames
-//! it eth0 and configures it. The pair dies with the namespace; isol also deletes the
+//! Once the init exists (in its new network namespace) and before it goes on, isol
+//! creates the pair: host end `isolh<addr>` on the bridge, up; the other end
+//! `isolp<addr>` made directly in the init's namespace; the init renames it eth0 and
+//! configures it. The pair dies with the namespace; isol also deletes the
 //! host end when the run ends (the lease names it, so `isol gc` finds it after a kill).
 
 use isol_sandbox::net::host::{Attachment, NetError, BRIDGE};
@@ -16,24 +16,16 @@ fn nl_err(what: String) -> impl FnOnce(Errno) -> NetError {
     move |errno| NetError::Netlink { what, errno }
 }
 
-/// Creates the run's veth pair and plugs its host end into the bridge.
-pub fn plug(att: &Attachment) -> Result<(), NetError> {
+/// Creates the run's veth pair, the workload's end in the network namespace of `pid`,
+/// and plugs the host end into the bridge.
+pub fn plug(att: &Attachment, pid: u32) -> Result<(), NetError> {
     let mut nl = Netlink::open().map_err(nl_err("open a netlink socket".into()))?;
     let host = att.host_link.as_str();
-    nl.add_veth(host, &att.iface.link, att.iface.mtu)
+    nl.add_veth(host, &att.iface.link, att.iface.mtu, pid)
         .map_err(nl_err(format!("create the veth pair {host}")))?;
     let bridge = link_index(BRIDGE).map_err(nl_err(format!("find {BRIDGE}")))?;
     let index = link_index(host).map_err(nl_err(format!("find {host}")))?;
     nl.set_master(index, bridge)
         .map_err(nl_err(format!("plug {host} into {BRIDGE}")))?;
     nl.set_up(index).map_err(nl_err(format!("bring {host} up")))
-}
-
-/// Moves the workload's end of the pair into the network namespace of `pid`.
-pub fn hand_over(att: &Attachment, pid: u32) -> Result<(), NetError> {
-    let mut nl = Netlink::open().map_err(nl_err("open a netlink socket".into()))?;
-    let peer = att.iface.link.as_str();
-    let index = link_index(peer).map_err(nl_err(format!("find {peer}")))?;
-    nl.move_to_netns(index, pid)
-        .map_err(nl_err(format!("move {peer} into the container")))
 }
