@@ -448,3 +448,63 @@ fn test_bad_network_flags_exit_125() {
     assert_code(&out, 125);
     assert!(stderr(&out).contains("not yet supported in VM mode"));
 }
+
+/// The bridge has route_localnet on (for 127.0.0.1 published ports): a peer on the
+/// bridge (a workload with raw sockets, here a namespace the test plugs in) must still
+/// not reach the host's services bound to 127.0.0.1 by sending to 127.0.0.1 through the
+/// gateway (CVE-2020-8558, kube-proxy's bug). The attacker namespace accepts replies from
+/// 127.0.0.1 (route_localnet), as a workload reading raw frames would.
+#[test]
+fn test_bridge_peer_cannot_reach_host_loopback_services() {
+    if skip_privileged("test_bridge_peer_cannot_reach_host_loopback_services") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let cmd = lab.isol(&["--network", "bridge", "--", "sleep", "600"]);
+    lab.spawn(cmd);
+    let host = lab.host.clone();
+    let mut srv = lab.in_ns(&host, "/usr/bin/python3");
+    srv.args(["-c", PEER_SERVER, "127.0.0.1"]);
+    lab.spawn(srv);
+    eventually("the bridge exists", || {
+        lab.host_sh("ip -o link show isol0 2>/dev/null || true")
+            .contains("isol0")
+            .then_some(())
+    });
+    let attacker = format!("{}-atk", lab.outside);
+    lab.host_sh(&format!(
+        "ip netns add {attacker} && ip link add atkh type veth peer name atk netns {attacker} && \
+         ip link set atkh master isol0 up && \
+         ip -n {attacker} link set lo up && ip -n {attacker} link set atk up && \
+         ip -n {attacker} addr add 10.88.255.200/16 dev atk && \
+         ip -n {attacker} addr del 127.0.0.1/8 dev lo && \
+         ip -n {attacker} route add 127.0.0.1/32 via 10.88.0.1 dev atk && \
+         ip netns exec {attacker} sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.atk.route_localnet=1 \
+           net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.atk.rp_filter=0"
+    ));
+    // The server answers on the host's loopback.
+    let local = lab.host_sh("until busybox nc 127.0.0.1 9000; do sleep 0.05; done");
+    assert_eq!(local, "127.0.0.1\n");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &attacker,
+            "timeout",
+            "5",
+            "busybox",
+            "nc",
+            "127.0.0.1",
+            "9000",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &attacker])
+        .status();
+    assert_eq!(
+        stdout(&out),
+        "",
+        "a bridge peer reached the host's 127.0.0.1:9000"
+    );
+}

@@ -43,6 +43,13 @@ pub fn table_script(subnet: Subnet, bridge: &str) -> String {
         );
         maps += &format!("  map {p}_any {{ type inet_service : ipv4_addr . inet_service; }}\n");
     }
+    // route_localnet lets 127.0.0.0/8 be routed to and from the bridge (for published
+    // ports reached through 127.0.0.1, DNATed in `output`); nothing arriving *from* the
+    // bridge may be addressed to it (CVE-2020-8558), before conntrack and NAT.
+    chains += &format!(
+        "  chain guard {{\n    type filter hook prerouting priority -300; policy accept;\n    \
+         iifname \"{bridge}\" ip daddr 127.0.0.0/8 drop\n  }}\n"
+    );
     format!(
         "add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n{maps}{chains}  \
          chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    \
@@ -162,6 +169,7 @@ mod tests {
         assert!(s.contains("ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade"));
         assert!(s.contains("ip saddr 127.0.0.0/8 oifname \"isol0\" masquerade"));
         assert_eq!(s.matches("fib daddr type local").count(), 4);
+        assert!(s.contains("iifname \"isol0\" ip daddr 127.0.0.0/8 drop"));
     }
 
     #[test]
