@@ -508,3 +508,77 @@ fn test_bridge_peer_cannot_reach_host_loopback_services() {
         "a bridge peer reached the host's 127.0.0.1:9000"
     );
 }
+
+#[test]
+fn test_host_port_published_by_a_live_run_is_refused_and_released() {
+    if skip_privileged("test_host_port_published_by_a_live_run_is_refused_and_released") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let before = lab.state();
+    let cmd = lab.isol(&[
+        "--network",
+        "bridge",
+        "--publish",
+        "8080:80",
+        "--",
+        "sh",
+        "-c",
+        HTTPD,
+    ]);
+    let first = lab.spawn(cmd);
+    let host = lab.host.clone();
+    eventually("the first run serves", || {
+        wget(&lab, &host, "http://127.0.0.1:8080/")
+    });
+    let during = lab.state();
+    let out = run(
+        &lab,
+        &[
+            "--network",
+            "bridge",
+            "--publish",
+            "127.0.0.1:8080:81",
+            "--",
+            "true",
+        ],
+    );
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("already published"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(lab.state(), during, "the refused run left nothing");
+    lab.child(first).kill().unwrap();
+    lab.child(first).wait().unwrap();
+    eventually("gc cleans up", || {
+        assert_code(&lab.gc(), 0);
+        (lab.state() == before).then_some(())
+    });
+}
+
+#[test]
+fn test_read_only_root_gets_the_files_read_only() {
+    if skip_privileged("test_read_only_root_gets_the_files_read_only") {
+        return;
+    }
+    let lab = Lab::new();
+    let script = "cat /etc/hostname; echo x >> /etc/resolv.conf 2>/dev/null || echo ro";
+    let out = run(
+        &lab,
+        &[
+            "--network",
+            "bridge",
+            "--read-only",
+            "--hostname",
+            "ro",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "ro\nro\n");
+}

@@ -83,7 +83,7 @@ fn init(cfg: &ChildConfig, report: &OwnedFd, sync: Option<OwnedFd>) -> Result<()
             // isol could not attach us to the cgroups (or died): it reports, not us.
             exit_now(1);
         }
-        // isol has handed over the network link too (before the byte).
+        // isol has made the network link in this namespace too (before the byte).
         if let Some(iface) = &cfg.net {
             if let Err((what, e)) = isol_sandbox::net::config::configure(iface) {
                 setup_err(what)(e).send(report);

@@ -54,6 +54,16 @@ pub struct Publish {
     pub protocol: Protocol,
 }
 
+impl Publish {
+    /// Whether two publications claim the same host port: same protocol and port, and
+    /// the same address or either on every address.
+    pub fn clashes(&self, other: &Publish) -> bool {
+        self.host_port == other.host_port
+            && self.protocol == other.protocol
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
 /// An IPv4 subnet (`addr` is its network address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subnet {
@@ -235,11 +245,7 @@ fn check(net: &Network, mode: Mode, subnet_given: bool) -> Result<(), SpecError>
         ));
     }
     for (i, p) in net.publish.iter().enumerate() {
-        let clash = net.publish[..i].iter().any(|q| {
-            q.host_port == p.host_port
-                && q.protocol == p.protocol
-                && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
-        });
+        let clash = net.publish[..i].iter().any(|q| q.clashes(p));
         if clash {
             return Err(invalid(
                 "--publish",

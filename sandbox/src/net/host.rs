@@ -54,6 +54,16 @@ pub enum NetError {
         /// The bridge's subnet.
         current: Subnet,
     },
+    /// A live run has published the host port.
+    #[error("Host port {port}/{protocol} is already published by run {run}; publish another host port or end that run")]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// tcp or udp.
+        protocol: &'static str,
+        /// The run that has it.
+        run: String,
+    },
     /// No address left.
     #[error("No free address left in {subnet}; end some runs, or use a larger --subnet")]
     Full {
@@ -266,6 +276,18 @@ pub fn gc() -> Result<Vec<String>, NetError> {
     Ok(collect(&dir))
 }
 
+/// Refuses a host port a live run has published (lock held, dead runs collected).
+fn check_ports(dir: &Path, publish: &[Publish]) -> Result<(), NetError> {
+    match lease::port_holder(dir, publish) {
+        Some((p, run)) => Err(NetError::PortTaken {
+            port: p.host_port,
+            protocol: p.protocol.as_str(),
+            run,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// What a run asks of the network.
 #[derive(Debug, Clone, Copy)]
 pub struct AttachRequest<'a> {
@@ -312,6 +334,7 @@ pub fn attach(req: &AttachRequest) -> Result<Attachment, NetError> {
         host_link: String::new(),
         files: Vec::new(),
     };
+    check_ports(&dir, &req.network.publish)?;
     let info = LeaseInfo {
         run: req.run.to_string(),
         link: String::new(),

@@ -170,6 +170,19 @@ pub fn allocate(dir: &Path, subnet: Subnet, info: &LeaseInfo) -> std::io::Result
     Ok(None)
 }
 
+/// The first of `publish` that a leased run has published too, with that run's id.
+/// Call with the network's lock held (after removing dead runs' leases).
+pub fn port_holder(dir: &Path, publish: &[Publish]) -> Option<(Publish, String)> {
+    leased(dir).into_iter().find_map(|addr| {
+        let text = fs::read_to_string(lease_path(dir, addr)).unwrap_or_default();
+        let info = LeaseInfo::parse(&text);
+        publish
+            .iter()
+            .find(|p| info.publish.iter().any(|q| q.clashes(p)))
+            .map(|p| (*p, info.run.clone()))
+    })
+}
+
 /// The host-side link name of the run at `addr` (unique while the lease is held).
 pub fn host_link_name(addr: Ipv4Addr) -> String {
     format!("isolh{:08x}", u32::from(addr))
