@@ -102,6 +102,22 @@ pub struct WorkloadArgs {
     /// The workload's oom_score_adj, -1000..1000 (default 0).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub oom_score_adj: Option<String>,
+    // Network (`[network]` in the spec; see common/src/spec/network.rs).
+    /// Network: none (loopback only, the default) or bridge (eth0 on isol's bridge, NAT).
+    #[arg(long, value_name = "none|bridge")]
+    pub network: Option<String>,
+    /// Publish a workload port on the host (repeatable; needs --network bridge).
+    #[arg(long, short = 'p', value_name = "[HOST_IP:]HOST_PORT:PORT[/tcp|/udp]")]
+    pub publish: Vec<String>,
+    /// Name server for the workload's /etc/resolv.conf (repeatable; default: the host's).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Extra /etc/hosts entry (repeatable).
+    #[arg(long, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// The bridge's IPv4 subnet (default 10.88.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
     /// Guest kernel for VM mode (default: $ISOL_KERNEL, then the one `isol kernel` shows).
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
@@ -239,6 +255,11 @@ impl WorkloadArgs {
             seccomp: self.seccomp.clone(),
             ulimits: self.ulimit.clone(),
             oom_score_adj: self.oom_score_adj.clone(),
+            network: self.network.clone(),
+            publish: self.publish.clone(),
+            dns: self.dns.clone(),
+            add_hosts: self.add_host.clone(),
+            subnet: self.subnet.clone(),
         }
     }
 }

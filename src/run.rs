@@ -212,6 +212,7 @@ pub fn gc(runs: &isol_runs::Store) -> CliResult {
     let mut removed = crate::lifecycle::commands::gc_runs(runs);
     removed.extend(isol_container::gc()?);
     removed.extend(isol_vmm::gc()?);
+    removed.extend(isol_sandbox::net::host::gc()?);
     for r in &removed {
         println!("removed {r}");
     }

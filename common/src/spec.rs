@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 use crate::size::parse_size;
 
+pub mod network;
 mod process;
 mod seccomp;
+pub use network::{Network, NetworkMode, Protocol, Publish, Subnet, DEFAULT_SUBNET};
 pub use process::{parse_ulimit, Rlimit, DEFAULT_RLIMITS, RLIMIT_NAMES, RLIM_INFINITY};
 pub use seccomp::Seccomp;
 
@@ -35,15 +37,6 @@ impl std::fmt::Display for Mode {
             Mode::Vm => "vm",
         })
     }
-}
-
-/// The network given to the workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// A private network namespace with only loopback, up (the default).
-    #[default]
-    None,
 }
 
 /// User and group the workload runs as (numeric, as in the root filesystem's view).
@@ -199,6 +192,16 @@ pub struct Overrides {
     pub ulimits: Vec<String>,
     /// `--oom-score-adj`.
     pub oom_score_adj: Option<String>,
+    /// `--network none|bridge`.
+    pub network: Option<String>,
+    /// `--publish [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`, repeatable.
+    pub publish: Vec<String>,
+    /// `--dns IP`, repeatable.
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP`, repeatable.
+    pub add_hosts: Vec<String>,
+    /// `--subnet CIDR`.
+    pub subnet: Option<String>,
 }
 
 /// A spec that cannot be used.
@@ -261,7 +264,7 @@ struct SpecFile {
     volumes: Vec<VolumeFile>,
     #[serde(default)]
     resources: ResourcesFile,
-    network: Option<NetworkFile>,
+    network: Option<network::NetworkFile>,
     security: Option<seccomp::SecurityFile>,
 }
 
@@ -310,12 +313,6 @@ struct ResourcesFile {
     cpus: Option<toml::Value>,
     memory: Option<toml::Value>,
     pids: Option<toml::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NetworkFile {
-    mode: String,
 }
 
 /// A TOML scalar as the user wrote it, for error messages (`"12 parsecs"` or `12`).
@@ -476,18 +473,7 @@ impl WorkloadSpec {
             )?,
         };
 
-        let network = match f.network {
-            None => Network::None,
-            Some(n) if n.mode == "none" => Network::None,
-            Some(n) => {
-                return Err(invalid(
-                    "network.mode",
-                    n.mode,
-                    "is not a network mode",
-                    "the only mode is \"none\" (loopback only)",
-                ))
-            }
-        };
+        let network = network::resolve(f.network, ov, mode)?;
 
         let timeout = pick(
             &ov.timeout,

@@ -72,6 +72,9 @@ pub enum ContainerError {
     /// The caller's side of `-t` failed.
     #[error("Cannot run the workload's terminal")]
     Terminal(#[source] isol_term::TermError),
+    /// The bridge network could not be set up.
+    #[error("Cannot set up the bridge network")]
+    Network(#[source] isol_sandbox::net::host::NetError),
     /// The init exited without saying why.
     #[error("The container's init exited with status {code} without a report")]
     InitExited {

@@ -34,6 +34,8 @@ pub struct ChildConfig {
     pub hostname: String,
     /// The workload process (identity, argv, env, limits, seccomp).
     pub workload: Workload,
+    /// `--network bridge`: eth0, configured once isol has handed the link over.
+    pub net: Option<isol_sandbox::net::config::InterfaceConfig>,
 }
 
 fn setup_err(what: &str) -> impl FnOnce(Errno) -> Report + '_ {
@@ -102,6 +104,13 @@ fn init(
         if !matches!(nix::unistd::read(&fd, &mut b), Ok(1)) {
             // isol could not attach us to the cgroups (or died): it reports, not us.
             exit_now(1);
+        }
+        // isol has made the network link in this namespace too (before the byte).
+        if let Some(iface) = &cfg.net {
+            if let Err((what, e)) = isol_sandbox::net::config::configure(iface) {
+                setup_err(what)(e).send(report);
+                exit_now(1);
+            }
         }
         joined = Some(fd);
         namespaces::join_cgroup_ns(&LinuxSyscall)

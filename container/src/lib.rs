@@ -35,6 +35,7 @@ pub mod exec;
 pub mod gc;
 pub mod init;
 pub mod namespaces;
+pub mod network;
 pub mod process;
 pub mod pty;
 pub mod record;
@@ -84,6 +85,7 @@ pub fn gc() -> Result<Vec<String>, ContainerError> {
 /// Field order matters: the cgroups are removed before the record that names them.
 #[derive(Debug)]
 pub struct PreparedContainer {
+    net: Option<isol_sandbox::net::host::Attachment>,
     cgroups: Cgroups,
     record: Option<RunRecord>,
     child: ChildConfig,
@@ -127,11 +129,13 @@ fn cgroup_plan(
 fn child_config(
     spec: &WorkloadSpec,
     steps: Vec<rootfs::Step>,
+    net: Option<&isol_sandbox::net::host::Attachment>,
 ) -> Result<ChildConfig, ContainerError> {
     Ok(ChildConfig {
         steps,
         hostname: spec.hostname.clone(),
         workload: workload_of(spec)?,
+        net: net.map(|a| a.iface.clone()),
     })
 }
 
@@ -195,6 +199,40 @@ fn write_record(base: &Path, id: &str, cgroups: Vec<PathBuf>) -> std::io::Result
     RunRecord::create(base, id, &owner)
 }
 
+/// `--network bridge`: the run's place on the bridge network and its veth pair.
+fn attach_network(
+    spec: &WorkloadSpec,
+    id: &str,
+) -> Result<Option<isol_sandbox::net::host::Attachment>, ContainerError> {
+    if spec.network.mode != isol_common::spec::NetworkMode::Bridge {
+        return Ok(None);
+    }
+    let att = isol_sandbox::net::host::attach(&isol_sandbox::net::host::AttachRequest {
+        network: &spec.network,
+        hostname: &spec.hostname,
+        run: id,
+    })
+    .map_err(ContainerError::Network)?;
+    Ok(Some(att))
+}
+
+/// The network's /etc files, bound over the rootfs's.
+fn view_files(
+    net: Option<&isol_sandbox::net::host::Attachment>,
+) -> Vec<isol_sandbox::view::ViewFile> {
+    let Some(att) = net else {
+        return Vec::new();
+    };
+    isol_sandbox::net::config::ETC_FILES
+        .iter()
+        .zip(&att.files)
+        .map(|(name, host)| isol_sandbox::view::ViewFile {
+            path: std::path::Path::new("/etc").join(name),
+            host: host.clone(),
+        })
+        .collect()
+}
+
 impl Backend for ContainerBackend {
     type Error = ContainerError;
     type Prepared = PreparedContainer;
@@ -225,6 +263,8 @@ impl Backend for ContainerBackend {
         // (inside the container's mount namespace only), so no per-run directory is
         // needed for the rootfs.
         std::fs::create_dir_all(&base).map_err(record_err(&base))?;
+        let net = attach_network(spec, &id)?;
+        let files = view_files(net.as_ref());
         let steps = rootfs::plan(
             &rootfs::RootfsConfig {
                 rootfs,
@@ -233,11 +273,12 @@ impl Backend for ContainerBackend {
                 volumes: &spec.volumes,
                 cwd: &spec.cwd,
                 cgroups: &cgroup_view(&cg_plan),
+                files: &files,
             },
             &|p: &Path| p.is_dir(),
         )
         .map_err(ContainerError::Plan)?;
-        let child = child_config(spec, steps)?;
+        let child = child_config(spec, steps, net.as_ref())?;
         let record = if cg_plan.is_empty() {
             None
         } else {
@@ -249,6 +290,7 @@ impl Backend for ContainerBackend {
             eprintln!("isol: container {id}: cgroups {:?}", cgroups.paths());
         }
         Ok(PreparedContainer {
+            net,
             cgroups,
             record,
             child,
@@ -273,10 +315,12 @@ impl Prepared for PreparedContainer {
             &self.cgroups,
             self.timeout,
             &self.command,
+            self.net.as_ref(),
             started,
         );
         let ran = self.started.elapsed();
-        let mut problems = self.cgroups.remove();
+        let mut problems = self.net.take().map(|mut n| n.release()).unwrap_or_default();
+        problems.extend(self.cgroups.remove());
         match self.record.take() {
             // Keep the record naming cgroups that would not go: `isol gc` retries them.
             Some(r) if !problems.is_empty() => r.keep(),

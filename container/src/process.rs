@@ -111,6 +111,7 @@ pub fn run(
     cgroups: &Cgroups,
     timeout: Option<Duration>,
     command: &str,
+    net: Option<&isol_sandbox::net::host::Attachment>,
     started: &mut dyn FnMut(&isol_common::Started),
 ) -> Result<WorkloadExit, ContainerError> {
     let p = pipes(!cgroups.is_empty(), cfg.workload.terminal)?;
@@ -150,6 +151,14 @@ pub fn run(
         let go = cgroups
             .attach(pid.as_raw())
             .map_err(ContainerError::Attach)
+            .and_then(|()| match net {
+                // A pid is positive.
+                #[allow(clippy::cast_sign_loss)]
+                Some(att) => {
+                    crate::network::plug(att, pid.as_raw() as u32).map_err(ContainerError::Network)
+                }
+                None => Ok(()),
+            })
             .and_then(|()| {
                 nix::unistd::write(&sync_w, b"g")
                     .map(drop)

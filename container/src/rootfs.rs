@@ -21,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
 use isol_common::spec::Volume;
-use isol_sandbox::view::{self, ViewConfig, ViewVolume, VolumeSource};
+use isol_sandbox::view::{self, ViewConfig, ViewFile, ViewVolume, VolumeSource};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
@@ -89,6 +89,8 @@ pub struct RootfsConfig<'a> {
     pub cwd: &'a Path,
     /// The run's cgroup hierarchies, shown read-only under /sys/fs/cgroup.
     pub cgroups: &'a [CgroupMount],
+    /// The run's own files bound over the root's (the network's /etc files).
+    pub files: &'a [ViewFile],
 }
 
 /// The plan cannot be made.
@@ -163,7 +165,14 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
             });
         }
     }
-    let bind = cfg.read_only && needed_mount_points(cfg).all(|p| is_dir(&under(cfg.rootfs, p)));
+    // A read-only bind also needs every file bound over to exist (it cannot be created).
+    let files_exist = cfg
+        .files
+        .iter()
+        .all(|f| under(cfg.rootfs, &f.path).is_file());
+    let bind = cfg.read_only
+        && files_exist
+        && needed_mount_points(cfg).all(|p| is_dir(&under(cfg.rootfs, p)));
     let mut steps = vec![Step::Mount {
         source: None,
         target: PathBuf::from("/"),
@@ -204,14 +213,17 @@ pub fn plan(cfg: &RootfsConfig, is_dir: &dyn Fn(&Path) -> bool) -> Result<Vec<St
             source: VolumeSource::Handle(slot),
         })
         .collect();
-    let view = view::plan(&ViewConfig {
-        create: !bind,
-        read_only_root: cfg.read_only && !bind,
-        volumes: &view_volumes,
-        cwd: cfg.cwd,
-        cgroups: cfg.cgroups,
-        host_dev: Path::new("/dev"),
-    });
+    let view = view::plan_with_files(
+        &ViewConfig {
+            create: !bind,
+            read_only_root: cfg.read_only && !bind,
+            volumes: &view_volumes,
+            cwd: cfg.cwd,
+            cgroups: cfg.cgroups,
+            host_dev: Path::new("/dev"),
+        },
+        cfg.files,
+    );
     steps.push(Step::View {
         root: root.clone(),
         steps: view,

@@ -2,6 +2,19 @@
 //! container's own, or the microVM, which has no NIC) with only loopback, brought up
 //! (IFF_UP | IFF_RUNNING). Failing to bring it up is a setup error in both modes; only a
 //! kernel without networking at all (no `lo`, no AF_INET) has nothing to bring up.
+//!
+//! With `--network bridge` the workload also gets `eth0` on isol's bridge: described
+//! once on the host ([`config::InterfaceConfig`], [`config::EtcFiles`]), applied inside
+//! the workload's namespace by [`config::configure`]; the host side (bridge, leases,
+//! nftables, forwarding) is [`host`], the same for both modes; a backend adds only its
+//! own link to the bridge (a veth pair in container mode).
+
+pub mod config;
+pub mod host;
+pub mod lease;
+pub mod netlink;
+pub mod nft;
+pub mod routes;
 
 use crate::syscall::Syscall;
 

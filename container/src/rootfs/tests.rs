@@ -14,6 +14,7 @@ fn cfg<'a>(read_only: bool, volumes: &'a [Volume]) -> RootfsConfig<'a> {
         volumes,
         cwd: Path::new("/"),
         cgroups: &[],
+        files: &[],
     }
 }
 

@@ -52,6 +52,10 @@ pub fn describe(step: &Step) -> String {
         Step::BindHandle { target, .. } => format!("bind volume on {}", target.display()),
         Step::Mask { path } => format!("mask {}", path.display()),
         Step::ReadOnly { path } => format!("make {} read-only", path.display()),
+        Step::BindFile { path, .. } => format!(
+            "bind the run's {} (the rootfs's must be a regular file)",
+            path.display()
+        ),
         Step::JoinCgroups => "join the run's cgroups".to_string(),
     }
 }
@@ -180,6 +184,28 @@ impl Ctx<'_> {
             .mount_on(Some(host), &fd, None, MsFlags::MS_BIND, None)
     }
 
+    /// Binds `host` read-only over the regular file `path` (created when missing and
+    /// `create`); the final component is never followed.
+    fn bind_file(&self, path: &Path, host: &Path, create: bool) -> nix::Result<()> {
+        let fd = match self.sys.open_in_root(&self.root, path, false) {
+            Err(Errno::ENOENT) if create => {
+                self.in_parent(path, |dir, name| self.sys.create_file_at(dir, name, 0o644))?;
+                self.sys.open_in_root(&self.root, path, false)?
+            }
+            r => r?,
+        };
+        match self.sys.kind_of(&fd)? {
+            Kind::Other => {}
+            Kind::Symlink => return Err(Errno::ELOOP),
+            Kind::Dir => return Err(Errno::EISDIR),
+        }
+        self.sys
+            .mount_on(Some(host), &fd, None, MsFlags::MS_BIND, None)?;
+        let bound = self.sys.open_in_root(&self.root, path, false)?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | super::PSEUDO;
+        self.sys.mount_on(None, &bound, None, flags, None)
+    }
+
     fn bind_handle(&self, tree: &OwnedFd, target: &Path, read_only: bool) -> nix::Result<()> {
         let fd = self.open(target)?;
         self.sys.attach_on(tree, &fd)?;
@@ -246,6 +272,7 @@ pub fn apply(
             },
             Step::Mask { path } => cx.mask(path, host_null),
             Step::ReadOnly { path } => cx.read_only(path),
+            Step::BindFile { path, host, create } => cx.bind_file(path, host, *create),
             Step::JoinCgroups => join(),
         }
         .map_err(err)?;

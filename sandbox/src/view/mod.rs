@@ -107,6 +107,17 @@ pub enum Step {
         /// Path inside the view.
         path: PathBuf,
     },
+    /// A file made for the run on the caller's side (the network's /etc/resolv.conf,
+    /// hosts, hostname) bound read-only (nosuid, nodev, noexec) over `path`, which must
+    /// be a regular file, or is created empty when missing and `create`.
+    BindFile {
+        /// Path inside the view.
+        path: PathBuf,
+        /// The file to bind (a path outside the view).
+        host: PathBuf,
+        /// Whether a missing `path` may be created.
+        create: bool,
+    },
     /// Wait until the run is in its cgroups, then unshare the cgroup namespace (its root
     /// becomes the run's cgroup). Done by the caller's `join`.
     JoinCgroups,
@@ -209,8 +220,22 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("stderr", "/proc/self/fd/2"),
 ];
 
+/// A file of the run bound over a file of the root ([`Step::BindFile`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewFile {
+    /// Path inside the view.
+    pub path: PathBuf,
+    /// The file to bind (outside the view).
+    pub host: PathBuf,
+}
+
 /// Computes the view.
 pub fn plan(cfg: &ViewConfig) -> Vec<Step> {
+    plan_with_files(cfg, &[])
+}
+
+/// Computes the view with the run's own files bound over the root's (`files`).
+pub fn plan_with_files(cfg: &ViewConfig, files: &[ViewFile]) -> Vec<Step> {
     let mut steps = Vec::new();
     for (dir, mode) in [
         ("/proc", 0o555),
@@ -252,6 +277,18 @@ pub fn plan(cfg: &ViewConfig) -> Vec<Step> {
     ));
     for v in cfg.volumes {
         steps.push(volume_step(v));
+    }
+    for f in files {
+        if let (true, Some(parent)) = (cfg.create, f.path.parent()) {
+            steps.push(Step::MkdirAll {
+                path: parent.to_path_buf(),
+            });
+        }
+        steps.push(Step::BindFile {
+            path: f.path.clone(),
+            host: f.host.clone(),
+            create: cfg.create,
+        });
     }
     steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask { path: p.into() }));
     steps.extend(

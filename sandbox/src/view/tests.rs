@@ -245,3 +245,38 @@ fn test_v1_cgroup_view_is_a_read_only_tmpfs_of_hierarchies() {
         log[i + 3].starts_with("mount - /r/sys/fs/cgroup - ") && log[i + 3].contains("MS_RDONLY")
     );
 }
+
+#[test]
+fn test_bind_file_binds_read_only_and_refuses_symlink() {
+    let files = [ViewFile {
+        path: "/etc/resolv.conf".into(),
+        host: "/run/isol/net/files/x/resolv.conf".into(),
+    }];
+    let steps = plan_with_files(&cfg(&[], &[]), &files);
+    assert!(steps.contains(&Step::MkdirAll {
+        path: "/etc".into()
+    }));
+    let mut fake = FakeSyscall::default();
+    fake.kinds
+        .insert("/r/etc/resolv.conf".into(), FileKind::Other);
+    run(&fake, &steps).unwrap();
+    let log = fake.changes();
+    assert!(
+        log.iter().any(|l| l
+            == "mount /run/isol/net/files/x/resolv.conf /r/etc/resolv.conf - MsFlags(MS_BIND) -"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("mount - /r/etc/resolv.conf")
+                && l.contains("MS_RDONLY")
+                && l.contains("MS_NOEXEC")),
+        "{log:#?}"
+    );
+    let mut fake = FakeSyscall::default();
+    fake.kinds
+        .insert("/r/etc/resolv.conf".into(), FileKind::Symlink);
+    let e = run(&fake, &steps).unwrap_err();
+    assert_eq!(e.errno, Errno::ELOOP);
+    assert!(e.step.contains("/etc/resolv.conf"), "{}", e.step);
+}
