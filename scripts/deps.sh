@@ -14,6 +14,7 @@ packages=(
   runc crun bubblewrap util-linux hyperfine time  # benchmark baselines and tools
   e2fsprogs iproute2 strace
   tmux                                            # tests/terminal.rs: isol run -t in real terminals
+  nftables wget python3 iperf3                    # --network bridge (nft), tests/network.rs, bench/network.py
 )
 missing=()
 for p in "${packages[@]}"; do
