@@ -208,6 +208,11 @@ fn test_detached_timeout_and_preparation_failure() {
     let bad = runs.isol(&["run", "-d", "--volume", "/nonexistent-dir:/x", "--", "true"]);
     assert_code(&bad, 125);
     assert!(support::stderr(&bad).contains("--volume"), "{bad:?}");
+    // -t with -d: no terminal to attach to (and nothing is made).
+    let dt = runs.isol(&["run", "-d", "-t", "--", "sh"]);
+    assert_code(&dt, 125);
+    assert!(support::stderr(&dt).contains("--detach"), "{dt:?}");
+    assert!(dt.stdout.is_empty(), "{dt:?}");
     // So is a root the container cannot set up (found inside it, before the start).
     let bad_root = runs.root().join("bad-rootfs");
     fs::create_dir(&bad_root).unwrap();

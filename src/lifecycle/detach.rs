@@ -29,6 +29,15 @@ pub const END: u8 = 0;
 
 /// `isol run -d`.
 pub fn run_detached(store: &Store, args: &RunArgs) -> CliResult {
+    if args.term.tty {
+        // A detached run has nobody at its terminal until `isol attach` exists.
+        return Err(
+            "-t/--tty with -d (--detach): a detached run cannot have a terminal yet \
+                    (isol attach is not implemented); use -it in the foreground, or -d \
+                    without -t"
+                .into(),
+        );
+    }
     block_forwarded_signals()?;
     let spec = resolve_spec(&args.workload, args.mode.clone())?;
     let me = nix::unistd::getpid().as_raw();

@@ -23,17 +23,7 @@ pub struct Lab {
     children: Vec<Child>,
 }
 
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::run_ok as ok;
 
 fn ip(args: &str) {
     ok(Command::new("ip").args(args.split_whitespace()));

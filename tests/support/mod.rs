@@ -398,8 +398,8 @@ pub fn default_rootfs() -> PathBuf {
     dirs.pop().expect("the default rootfs exists after a run")
 }
 
-/// Runs a helper command (a compiler, a copy) that must succeed.
-pub fn run_ok(cmd: &mut Command) {
+/// Runs a helper command (a compiler, a copy, `ip`) that must succeed; its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -408,4 +408,5 @@ pub fn run_ok(cmd: &mut Command) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
