@@ -360,7 +360,9 @@ pub fn create(plan: Vec<CgroupDir>) -> Result<Cgroups, CgroupError> {
 /// tasks in it; then tries the shared parent (fails harmlessly while others use it).
 pub fn remove_dir(path: &Path, parent: Option<&Path>) -> io::Result<()> {
     let mut last = Ok(());
-    for i in 0..200 {
+    // EBUSY while the run's last task is still exiting: up to about 5 s (a loaded host
+    // can take a second or more to tear a process down), rarely more than a few ms.
+    for i in 0..1000 {
         last = match fs::remove_dir(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
