@@ -4,134 +4,18 @@
 //! generous deadline; nothing asserts on time. Markers are written so that the typed
 //! command line does not contain them (`echo A""B` prints `AB`).
 //!
-//! Container mode (VM mode refuses -t so far, with exit 125).
+//! Container mode (VM mode refuses -t so far, with exit 125): `isol run -it` and
+//! `isol exec -it` into a detached run.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
+use support::tmux::{isol, wait_for_process, Tmux};
 use support::{
     assert_code, default_rootfs, isol_bin, require_root, run_ok, skip_privileged, stderr, stdout,
 };
-
-/// How long a marker may take to appear (the machine is shared and may be slow).
-const DEADLINE: Duration = Duration::from_secs(120);
-
-/// A detached tmux session of its own server, running a plain bash, 100x30.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new(test: &str) -> Tmux {
-        require_root();
-        let tmux = Command::new("tmux").arg("-V").output();
-        assert!(
-            tmux.is_ok_and(|o| o.status.success()),
-            "these tests need tmux (apt-get install -y tmux)"
-        );
-        let t = Tmux {
-            socket: format!("isol-term-{test}-{}", std::process::id()),
-        };
-        run_ok(t.cmd().args([
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "env",
-            "PS1=$ ",
-            "bash",
-            "--norc",
-            "--noprofile",
-        ]));
-        t
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-
-    /// Types `text` and Enter.
-    fn line(&self, text: &str) {
-        run_ok(self.cmd().args(["send-keys", "-t", "t", "-l", text]));
-        self.key("Enter");
-    }
-
-    /// Presses one key (tmux name: C-c, C-z, C-d, Enter).
-    fn key(&self, key: &str) {
-        run_ok(self.cmd().args(["send-keys", "-t", "t", key]));
-    }
-
-    fn resize(&self, cols: u16, rows: u16) {
-        let (x, y) = (cols.to_string(), rows.to_string());
-        run_ok(
-            self.cmd()
-                .args(["resize-window", "-t", "t", "-x", &x, "-y", &y]),
-        );
-    }
-
-    /// The pane with its history, wrapped lines joined.
-    fn screen(&self) -> String {
-        let out = self
-            .cmd()
-            .args(["capture-pane", "-p", "-J", "-S", "-1000", "-t", "t"])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits (watchdog) until the pane shows `marker`; returns the pane.
-    fn wait_for(&self, marker: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.contains(marker) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{marker:?} did not appear within {DEADLINE:?}; the pane:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
-
-fn isol() -> String {
-    isol_bin().to_str().expect("UTF-8 path").to_string()
-}
-
-/// Waits (watchdog) for a process whose full command line matches `pattern` (pgrep -f);
-/// returns its pid.
-fn wait_for_process(pattern: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let out = Command::new("pgrep")
-            .args(["-f", pattern])
-            .output()
-            .expect("pgrep");
-        let pids = stdout(&out);
-        if let Some(pid) = pids.lines().next() {
-            return pid.to_string();
-        }
-        assert!(start.elapsed() < DEADLINE, "no process {pattern:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn scratch() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("terminal");
@@ -351,4 +235,115 @@ fn interactive_without_tty_keeps_stdin_a_pipe() {
     let out = child.wait_with_output().expect("wait isol");
     assert_code(&out, 0);
     assert_eq!(out.stdout, b"a\x00b\nstdin-not-a-tty\n");
+}
+
+/// A detached `sleep` run in a private state dir, removed (rm -f) when dropped.
+struct Detached {
+    root: PathBuf,
+    name: String,
+}
+
+impl Detached {
+    fn start(test: &str) -> Detached {
+        require_root();
+        let root = scratch().join(format!("runs-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("create the runs dir");
+        let d = Detached {
+            root,
+            name: format!("tty-{test}-{}", std::process::id()),
+        };
+        let out = d
+            .isol(&["run", "--mode", "container", "-d", "--name", &d.name])
+            .args(["--hostname", "wkld", "--", "sleep", "600"])
+            .output()
+            .expect("run isol");
+        assert_code(&out, 0);
+        d
+    }
+
+    fn isol(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(isol_bin());
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
+    /// The `isol exec` command line for the pane's shell.
+    fn exec_line(&self, args: &str) -> String {
+        format!("{} --root {} exec {args}", isol(), self.root.display())
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = self.isol(&["rm", "-f", &self.name]).output();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `isol exec -it` into a detached run: a pty of the container's own devpts (the run had
+/// none: /dev/pts/0), the exec's hostname is the run's, size and resize, Ctrl-C reaches
+/// the exec'd shell's job, `exit 3` is isol exec's 3, the caller's terminal restored.
+#[test]
+fn exec_tty_prompt_size_ctrl_c_exit_code_and_settings_restored() {
+    if skip_privileged("terminal::exec_tty_prompt_size_ctrl_c_exit_code_and_settings_restored") {
+        return;
+    }
+    let run = Detached::start("exec");
+    let t = Tmux::new("exec");
+    let dir = scratch().join(format!("exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    t.line(&format!(
+        "stty -g > {d}/before; {}; echo rc=$?; stty -g > {d}/after; echo DO''NE",
+        run.exec_line(&format!("-it {} -- sh", run.name))
+    ));
+    t.line("echo IN''SIDE $(tty) $(hostname)");
+    t.wait_for("INSIDE /dev/pts/0 wkld");
+    t.line("echo SZ1=$(stty size | tr ' ' x)");
+    t.wait_for("SZ1=30x100");
+    t.resize(120, 40);
+    t.line("echo SZ2=$(stty size | tr ' ' x)");
+    t.wait_for("SZ2=40x120");
+    t.line("sleep 1021");
+    wait_for_process("^sleep 1021$");
+    t.key("C-c");
+    t.line("echo ST=$?");
+    t.wait_for("ST=130");
+    t.line("exit 3");
+    t.wait_for("rc=3");
+    t.wait_for("DONE");
+    assert_eq!(saved_stty(&dir, "before"), saved_stty(&dir, "after"));
+    // The run itself goes on: another (plain) exec still works.
+    let out = run
+        .isol(&[
+            "exec",
+            &run.name,
+            "--",
+            "sh",
+            "-c",
+            "test -t 0 || echo no-tty",
+        ])
+        .output()
+        .expect("run isol exec");
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "no-tty\n");
+}
+
+#[test]
+fn exec_tty_without_a_terminal_on_stdin_is_refused_with_125() {
+    if skip_privileged("terminal::exec_tty_without_a_terminal_on_stdin_is_refused_with_125") {
+        return;
+    }
+    let run = Detached::start("exec-notty");
+    let out = run
+        .isol(&["exec", "-it", &run.name, "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run isol exec");
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("-t/--tty needs a terminal on isol's stdin"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -18,7 +18,11 @@
 //!
 //! The calling process stays outside the container's pid namespace: the workload cannot
 //! see or signal it. The exec'd process gets the caller's stdio (the CLI puts /dev/null
-//! on stdin without `-i`); a terminal (`-t`) would be set up by the caller before step 4.
+//! on stdin without `-i`). With `-t` ([`Workload::terminal`]), between steps 3 and 4 it
+//! opens a new pty in the container's own devpts (the mount namespace just joined, as
+//! `isol run -t`'s init does: [`pty::open_pty`]); the exec'd process gets the slave as
+//! its stdio and controlling terminal, and this process pumps the master to the
+//! caller's terminal (raw until it returns) and follows SIGWINCH.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -32,8 +36,9 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::wait::WaitStatus;
 
-use crate::process;
+use crate::signals::tty_taken;
 use crate::syscall::linux::LinuxSyscall;
+use crate::{process, pty};
 
 /// Why `isol exec` could not run its command.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,18 @@ pub enum ExecError {
     /// Waiting for the exec'd process failed.
     #[error("Cannot wait for the exec'd process")]
     Wait(#[source] crate::ContainerError),
+    /// The exec's pty could not be opened in the container's devpts.
+    #[error("Cannot {what} for isol exec -t")]
+    Pty {
+        /// The step.
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+    /// The caller's side of the terminal failed.
+    #[error("Cannot run isol exec -t's terminal")]
+    Terminal(#[source] isol_term::TermError),
     /// The sandbox steps before execve failed.
     #[error("Exec setup failed: cannot {what}")]
     Setup {
@@ -109,6 +126,14 @@ pub fn exec(init: &OwnedFd, cgroups: &[PathBuf], w: &Workload) -> Result<Workloa
         .map_err(step("make a pipe"))?;
     // Held by this process only: its end (POLLHUP in the child) means isol exec is gone.
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(step("make a pipe"))?;
+    // In the container's mount namespace now: its own devpts.
+    let tty = match w.terminal {
+        true => Some(
+            pty::open_pty(w.identity.uid, w.identity.gid)
+                .map_err(|(what, source)| ExecError::Pty { what, source })?,
+        ),
+        false => None,
+    };
     let Some((pid, pidfd)) =
         process::clone_init(CloneFlags::empty()).map_err(step("fork the exec'd process"))?
     else {
@@ -118,7 +143,16 @@ pub fn exec(init: &OwnedFd, cgroups: &[PathBuf], w: &Workload) -> Result<Workloa
             // isol exec was killed before the parent-death signal was armed.
             exit_now(125);
         }
-        let r = workload::exec(&LinuxSyscall, w, &report_w);
+        let r = match &tty {
+            Some((_, slave)) => match pty::slave_as_stdio(slave) {
+                Ok(()) => workload::exec(&LinuxSyscall, w, &report_w),
+                Err(e) => Report::Setup {
+                    what: "make the pty its stdin, stdout and stderr".into(),
+                    errno: e as i32,
+                },
+            },
+            None => workload::exec(&LinuxSyscall, w, &report_w),
+        };
         r.send(&report_w);
         exit_now(if matches!(r, Report::Exec(_)) {
             127
@@ -127,11 +161,35 @@ pub fn exec(init: &OwnedFd, cgroups: &[PathBuf], w: &Workload) -> Result<Workloa
         })
     };
     drop((report_w, alive_r));
-    let waited = process::wait(pid, &pidfd, None, None, None);
+    let master = tty.map(|(master, _slave)| master);
+    let waited = match &master {
+        Some(m) => with_terminal(pid, &pidfd, m),
+        None => process::wait(pid, &pidfd, None, None, None).map_err(ExecError::Wait),
+    };
     drop(alive_w);
+    if waited.is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
     let status = process::reap(pid).map_err(ExecError::Wait)?;
-    waited.map_err(ExecError::Wait)?;
+    waited?;
     outcome(&drain(&report_r), status, &command(w))
+}
+
+/// Waits for the exec'd process `pid` with the caller's terminal raw and pumped to the
+/// pty `master` (restored when this returns), following SIGWINCH. The signals a raw
+/// terminal must not die of are blocked only now, after the fork, so the exec'd process
+/// never inherits that mask.
+fn with_terminal(
+    pid: nix::unistd::Pid,
+    pidfd: &OwnedFd,
+    master: &OwnedFd,
+) -> Result<bool, ExecError> {
+    use std::os::fd::AsFd;
+    tty_taken()
+        .thread_block()
+        .map_err(step("block the terminal's signals"))?;
+    let mut session = isol_term::Session::start(master.as_fd()).map_err(ExecError::Terminal)?;
+    process::wait(pid, pidfd, None, None, Some(&mut session)).map_err(ExecError::Wait)
 }
 
 /// True when every write end of `r` is closed (the parent has exited).

@@ -49,6 +49,7 @@ pub fn open_pty(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd), (&'static str,
         Mode::empty(),
     )
     .map_err(|e| ("open the container's /dev/pts/ptmx", e))?;
+    verify_ptmx(&master).map_err(|e| ("check the container's /dev/pts/ptmx", e))?;
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int from the live local `unlock`.
     let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) };
@@ -63,6 +64,30 @@ pub fn open_pty(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd), (&'static str,
     nix::unistd::fchown(&slave, Some(uid.into()), Some(gid.into()))
         .map_err(|e| ("give the pty to the workload's user", e))?;
     Ok((master, slave))
+}
+
+/// The devpts superblock magic (linux/magic.h).
+const DEVPTS_SUPER_MAGIC: libc::c_long = 0x1cd1;
+
+/// Fails (ENOTTY) unless `fd` is a devpts instance's ptmx (char 5:2 on a devpts): checked
+/// on the open file itself, so whatever the path named when it was opened, isol only
+/// ever unlocks and hands on a real pty master. `isol exec -t` opens the ptmx of a
+/// container whose workload has run for a while; the workload cannot mount over its
+/// devpts (no CAP_SYS_ADMIN), and this makes that a property of the fd, not of the path.
+fn verify_ptmx(fd: &OwnedFd) -> Result<(), Errno> {
+    let st = nix::sys::stat::fstat(fd)?;
+    let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    // SAFETY: fstatfs writes one statfs into the zeroed local `fs`; the fd is valid.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) };
+    Errno::result(rc)?;
+    if is_chr && (major, minor) == (5, 2) && fs.f_type as libc::c_long == DEVPTS_SUPER_MAGIC {
+        Ok(())
+    } else {
+        Err(Errno::ENOTTY)
+    }
 }
 
 /// Sends `master` to isol. Runs in the init.
@@ -128,6 +153,27 @@ mod tests {
         nix::unistd::write(&got, b"x\n").unwrap();
         let mut b = [0u8; 8];
         assert_eq!(nix::unistd::read(&p.slave, &mut b).unwrap(), 2);
+    }
+
+    #[test]
+    fn test_only_a_devpts_ptmx_passes_the_check() {
+        // The host's devpts ptmx (mode 000 here: root opens it); not root: not checked.
+        let ptmx = open(
+            "/dev/pts/ptmx",
+            OFlag::O_RDWR | OFlag::O_NOCTTY,
+            Mode::empty(),
+        );
+        match ptmx {
+            Ok(m) => assert_eq!(verify_ptmx(&m), Ok(())),
+            Err(e) => assert!(!nix::unistd::geteuid().is_root(), "open ptmx as root: {e}"),
+        }
+        // /dev/ptmx is a pty master too, but not on a devpts: refused like any other file.
+        let other = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty()).unwrap();
+        assert_eq!(verify_ptmx(&other), Err(Errno::ENOTTY));
+        let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap();
+        assert_eq!(verify_ptmx(&null), Err(Errno::ENOTTY));
+        let p = nix::pty::openpty(None, None).unwrap();
+        assert_eq!(verify_ptmx(&p.slave), Err(Errno::ENOTTY));
     }
 
     #[test]

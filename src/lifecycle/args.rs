@@ -100,6 +100,10 @@ pub struct ExecArgs {
     /// Keep stdin attached (otherwise the command reads /dev/null).
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// A terminal for the command: a new pty in the run's own devpts, isol's terminal
+    /// (which stdin must be) raw and pumped to it, its size following the caller's.
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Environment variable for the command (repeatable), added to the workload's.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,

@@ -60,9 +60,13 @@ pub fn exec(store: &Store, a: &ExecArgs) -> CliResult {
     }
     let spec = resolve_spec(w, run.mode.clone());
     std::env::set_current_dir(here)?;
-    let spec = spec?;
+    let mut spec = spec?;
     if spec.mode != Mode::Container {
         return Err("isol exec into a VM-mode run is not available yet".into());
+    }
+    if a.tty {
+        isol_term::require_tty(std::io::stdin())?;
+        spec.terminal = true;
     }
     let workload = isol_container::workload_of(&spec)?;
     let pid = r.pid.ok_or("The run has no workload process recorded")?;
@@ -74,7 +78,7 @@ pub fn exec(store: &Store, a: &ExecArgs) -> CliResult {
     if now.state != Status::Running || now.pid != Some(pid) {
         return Err(format!("Run {} is no longer running", r.short_name()).into());
     }
-    if !a.interactive {
+    if !a.interactive && !a.tty {
         nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?)?;
     }
     let exit = isol_container::exec::exec(&init, &now.cgroups, &workload)?;

@@ -42,6 +42,7 @@ pub fn repo_root() -> PathBuf {
 
 mod gate;
 pub mod guests;
+pub mod tmux;
 pub use gate::{report, skip_privileged, target_tmp_file, RETRY_LOG};
 
 /// Panics (fails the test) unless we are root.
