@@ -41,6 +41,8 @@ pub fn resolve_spec(
     // The same rule in both modes, before anything starts: no hard limit above isol's
     // own, no oom_score_adj below it (without CAP_SYS_RESOURCE).
     isol_sandbox::rlimit::check_caller(&spec.rlimits, spec.oom_score_adj)?;
+    // Every limit the spec does not name is isol's own, set explicitly in both modes.
+    spec.rlimits = isol_sandbox::rlimit::complete(&spec.rlimits);
     Ok(spec)
 }
 

@@ -14,8 +14,9 @@
 //!   extended attributes (file capabilities among them) are not served.
 //! - Timing: VM mode boots a kernel first, so start-up latency differs (see `isol compare`).
 //! - Resource limits named neither by isol's defaults (`RLIMIT_NOFILE` 1024:1024) nor by the
-//!   spec are the kernel's defaults: the caller's in container mode, the guest kernel's in
-//!   VM mode (`ulimit -s`, `-l`, `-u` may differ). The process side of the sandbox (session,
+//!   spec are isol's own (its caller's) in both modes: the CLI reads them on the host and
+//!   both modes set them (no difference; the guest kernel's defaults never show). The
+//!   process side of the sandbox (session,
 //!   keyring, capabilities, no_new_privs, rlimits, oom_score_adj, umask, signals, fds,
 //!   seccomp, exec lookup) is one implementation (isol-sandbox) and does not differ.
 //! - The refusal of a hard rlimit above isol's own is decided by isol on the host side,
@@ -358,6 +359,35 @@ fn parity_memory_limit() {
         b"",
     );
     check(&under, 0, b"ok\n", b"");
+}
+
+/// Limits the spec does not name are isol's own in both modes (the VM's guest kernel
+/// defaults, 8192 KiB for both of these, never show): the caller lowers two soft limits
+/// before it runs isol, and both modes' workloads see them, NOFILE still isol's 1024.
+#[test]
+fn parity_unnamed_rlimits_are_isols_own() {
+    if skip("parity_unnamed_rlimits_are_isols_own") {
+        return;
+    }
+    let isol = support::isol_bin();
+    let outs = [Mode::Container, Mode::Vm].map(|m| {
+        let argv: Vec<&std::ffi::OsStr> = [
+            "sh".as_ref(),
+            "-c".as_ref(),
+            r#"ulimit -S -s 4321 && ulimit -S -l 77 && exec "$0" "$@""#.as_ref(),
+            isol.as_os_str(),
+            "run".as_ref(),
+            "--mode".as_ref(),
+            m.as_str().as_ref(),
+        ]
+        .into_iter()
+        .chain(
+            ["--", "sh", "-c", "ulimit -S -s; ulimit -S -l; ulimit -n"].map(std::ffi::OsStr::new),
+        )
+        .collect();
+        (m, support::run_where_mode_runs(m, &argv, b""))
+    });
+    check(&outs, 0, b"4321\n77\n1024\n", b"");
 }
 
 #[test]

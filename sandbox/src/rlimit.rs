@@ -1,12 +1,15 @@
-//! The workload's resource limits and oom_score_adj, set from the spec in both modes
-//! (never inherited from whoever ran isol), and the check isol makes before anything
+//! The workload's resource limits and oom_score_adj, set explicitly in both modes: every
+//! limit the spec names (NOFILE 1024:1024 by default), and every other limit as isol's
+//! own ([`complete`], read on the host, so VM mode's guest gets the very values a
+//! container would inherit: runc's rule, that what the config does not name is the
+//! runtime's own, made the same in both modes). And the check isol makes before anything
 //! starts: a hard limit can only be raised above isol's own, and oom_score_adj only be
 //! lowered below isol's own, with CAP_SYS_RESOURCE, so such a spec is refused up front
 //! (exit 125, naming the limit) instead of half-starting. The rule is isol's, on the host
 //! side, for both modes: the guest init could do either (it is root in the guest), but a
 //! spec must mean the same in both modes.
 
-use isol_common::spec::{Rlimit, RLIM_INFINITY};
+use isol_common::spec::{Rlimit, RLIMIT_NAMES, RLIM_INFINITY};
 use nix::errno::Errno;
 
 use crate::syscall::Syscall;
@@ -69,6 +72,11 @@ fn has_sys_resource() -> bool {
 
 /// The calling process's hard limit of `resource`.
 fn own_hard(resource: u32) -> Option<u64> {
+    own_limit(resource).map(|(_, hard)| hard)
+}
+
+/// The calling process's (soft, hard) limit of `resource`.
+fn own_limit(resource: u32) -> Option<(u64, u64)> {
     let mut old = libc::rlimit64 {
         rlim_cur: 0,
         rlim_max: 0,
@@ -83,7 +91,33 @@ fn own_hard(resource: u32) -> Option<u64> {
             &mut old as *mut libc::rlimit64,
         )
     };
-    (rc == 0).then_some(old.rlim_max)
+    (rc == 0).then_some((old.rlim_cur, old.rlim_max))
+}
+
+/// `limits` with every other resource Linux has added as isol's own, ordered by resource
+/// number: the full set the workload gets, in both modes.
+pub fn complete(limits: &[Rlimit]) -> Vec<Rlimit> {
+    let mut out: Vec<Rlimit> = RLIMIT_NAMES
+        .iter()
+        .filter_map(
+            |&(_, resource)| match limits.iter().find(|r| r.resource == resource) {
+                Some(r) => Some(*r),
+                None => own_limit(resource).map(|(soft, hard)| Rlimit {
+                    resource,
+                    soft,
+                    hard,
+                }),
+            },
+        )
+        .collect();
+    // Anything named that the table lacks (none today) is kept too.
+    out.extend(
+        limits
+            .iter()
+            .filter(|r| !RLIMIT_NAMES.iter().any(|(_, n)| *n == r.resource)),
+    );
+    out.sort_by_key(|r| r.resource);
+    out
 }
 
 /// isol's own oom_score_adj (0 when it cannot be read).
@@ -163,6 +197,26 @@ mod tests {
         let (what, e) = apply(&fake, DEFAULT_RLIMITS, 0).unwrap_err();
         assert_eq!(what, "set RLIMIT_NOFILE to 1024:1024");
         assert_eq!(e, Errno::EPERM);
+    }
+
+    #[test]
+    fn test_complete_keeps_the_named_and_adds_isols_own_for_the_rest() {
+        let full = complete(DEFAULT_RLIMITS);
+        assert_eq!(full.len(), RLIMIT_NAMES.len());
+        let nofile = full.iter().find(|r| r.resource == 7).unwrap();
+        assert_eq!((nofile.soft, nofile.hard), (1024, 1024));
+        for r in full.iter().filter(|r| r.resource != 7) {
+            assert_eq!(
+                Some((r.soft, r.hard)),
+                own_limit(r.resource),
+                "{}",
+                r.name()
+            );
+        }
+        let order: Vec<u32> = full.iter().map(|r| r.resource).collect();
+        assert_eq!(order, (0..16).collect::<Vec<u32>>());
+        // Its own limits are never a raise: check_caller accepts the completed set.
+        check_caller(&full, own_oom_score_adj()).unwrap();
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Every run gets a fixed rlimit set, never the caller's: [`DEFAULT_RLIMITS`] first, then
 //! the spec file's `[process] rlimits`, then `--ulimit` flags (each replaces an earlier
-//! value of the same limit). Limits not named anywhere are left as the kernel gives them.
+//! value of the same limit). Limits not named anywhere are isol's own: the CLI completes
+//! the set from its own limits (`isol_sandbox::rlimit::complete`) and both modes set all
+//! of them, so VM mode's guest does not fall back to its kernel's defaults.
 
 use std::collections::BTreeMap;
 
